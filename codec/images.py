@@ -1,0 +1,111 @@
+"""Images in and out: safe decoding of untrusted bytes, RGB conversion, tensors, padding."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+from .errors import ImageInputError
+
+register_heif_opener()
+Image.init()
+
+DEFAULT_MAX_PIXELS = 40_000_000
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "HEIF")
+BACKGROUND = (255, 255, 255)
+_SRGB = ImageCms.createProfile("sRGB")
+
+ImageSource = bytes | str | Path | BinaryIO
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an untrusted image into 8-bit RGB, or raise `ImageInputError`.
+
+    The format is decided by the bytes (allowlist `ALLOWED_FORMATS`), the size is checked
+    against `max_pixels` before any pixel is decoded, the first frame of an animation is taken,
+    EXIF orientation is applied, and an embedded ICC profile is converted to sRGB.
+    """
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(fp, formats=ALLOWED_FORMATS)
+            if image.width * image.height > max_pixels:
+                raise ImageInputError(
+                    f"image is {image.width}x{image.height} = {image.width * image.height:,} "
+                    f"pixels, over the limit of {max_pixels:,}"
+                )
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except ImageInputError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageInputError(
+                f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})"
+            ) from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageInputError(f"cannot decode image: {exc}") from None
+    if image.width < 1 or image.height < 1:
+        raise ImageInputError("image has no pixels")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit scaled down, CMYK/palette/grey converted, alpha composited on white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if grey.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(grey / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(grey * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    icc = image.info.get("icc_profile")
+    if icc and image.mode in ("RGB", "RGBA", "CMYK", "L"):
+        image = _to_srgb(image, icc)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """Convert through the embedded ICC profile; an unusable profile is ignored."""
+    mode = "RGBA" if image.mode == "RGBA" else "RGB"
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """`(1, 3, H, W)` float32 in [0, 1] from an RGB image."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """An RGB image from a `(3, H, W)` float tensor in [0, 1]."""
+    array = tensor.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad `(B, C, H, W)` at the bottom and right by edge replication to multiples of `multiple`."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return images
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")

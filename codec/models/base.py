@@ -1,0 +1,83 @@
+"""One interface over the diffusers autoencoders: images in [0, 1] <-> scaled SD latents."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable
+
+import torch
+
+from ..spaces import LatentSpace
+
+
+def state_fingerprint(module: torch.nn.Module, prefixes: Iterable[str]) -> bytes:
+    """8 bytes of SHA-256 over the float32 weights whose names start with one of `prefixes`."""
+    digest = hashlib.sha256()
+    prefixes = tuple(prefixes)
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(prefixes):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.digest()[:8]
+
+
+class LatentAutoencoder:
+    """A loaded diffusers autoencoder behind the interface the codec needs.
+
+    `encode` takes images `(B, 3, H, W)` in [0, 1] and returns scaled latents
+    `(B, 4, H/8, W/8)`; `decode` is the inverse. Both run under `torch.inference_mode`, one
+    call at a time (a lock), so a loaded model can be shared between threads. On CUDA the
+    model runs in fp16 and falls back to fp32 for good if fp16 ever gives a non-finite result.
+    """
+
+    family: str = ""
+    encoder_prefixes: tuple[str, ...] = ("encoder.",)
+    decoder_prefixes: tuple[str, ...] = ("decoder.",)
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        space: LatentSpace,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        module.eval().requires_grad_(False)
+        self.space = space
+        self.name = name
+        self.encoder_fingerprint = state_fingerprint(module, self.encoder_prefixes)
+        self.decoder_fingerprint = state_fingerprint(module, self.decoder_prefixes)
+        self.device = device
+        self.dtype = dtype
+        self.module = module.to(device) if dtype == torch.float32 else module.to(device, dtype)
+        self._lock = threading.Lock()
+
+    def encode_differentiable(self, images: torch.Tensor) -> torch.Tensor:
+        """Scaled latents of images in [0, 1], with autograd (model dtype and device)."""
+        raise NotImplementedError
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (not clamped) of scaled latents, with autograd."""
+        raise NotImplementedError
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Scaled float32 latents (on the CPU) of float images in [0, 1]."""
+        return self._run(self.encode_differentiable, images)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Float32 images in [0, 1] (on the CPU) of scaled latents."""
+        return self._run(self.decode_differentiable, latents).clamp(0, 1)
+
+    def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            out = fn(x.to(self.device, self.dtype))
+            if self.dtype != torch.float32 and not torch.isfinite(out).all():
+                self.module.to(torch.float32)
+                self.dtype = torch.float32
+                out = fn(x.to(self.device, self.dtype))
+            return out.float().cpu()
+
+    def describe(self) -> str:
+        """One line for logs and `/healthz`."""
+        return f"{self.family}:{self.name} ({self.space.name}, {self.device}, {self.dtype})"

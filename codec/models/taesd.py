@@ -1,0 +1,78 @@
+"""TAESD (`diffusers.AutoencoderTiny`): hub id, diffusers folder, or ComfyUI/A1111 file pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderTiny
+from safetensors.torch import load_file
+
+from ..errors import ModelLoadError
+from ..spaces import SD1, SDXL, LatentSpace
+from .base import LatentAutoencoder
+
+DEFAULT_HUB_ID = "madebyollin/taesd"
+
+
+class TinyAutoencoder(LatentAutoencoder):
+    """TAESD: its latents are already the scaled SD latents."""
+
+    family = "taesd"
+
+    def encode_differentiable(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module.encoder(images * 2 - 1)
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        return (self.module.decoder(latents) + 1) / 2
+
+
+def space_from_name(name: str) -> LatentSpace:
+    """TAESD checkpoints carry no space in their config: `taesdxl` names mean SDXL."""
+    lowered = name.lower()
+    if "taesd3" in lowered or "taef1" in lowered:
+        raise ModelLoadError(f"{name}: SD3/FLUX tiny autoencoders (16 channels) are not supported")
+    return SDXL if "taesdxl" in lowered else SD1
+
+
+def comfy_pair(folder: Path) -> tuple[Path, Path] | None:
+    """The `<prefix>_encoder.safetensors` / `<prefix>_decoder.safetensors` pair in a folder."""
+    for prefix in ("taesdxl", "taesd"):
+        pair = (folder / f"{prefix}_encoder.safetensors", folder / f"{prefix}_decoder.safetensors")
+        if pair[0].is_file() and pair[1].is_file():
+            return pair
+    return None
+
+
+def load_comfy_pair(encoder_file: Path, decoder_file: Path) -> AutoencoderTiny:
+    """Build an `AutoencoderTiny` from the bare `nn.Sequential` keys of the ComfyUI layout.
+
+    Encoder key `i.…` is `encoder.layers.i.…`; decoder key `i.…` is `decoder.layers.(i-1).…`
+    (the original decoder starts with a weightless Clamp that diffusers does in `forward`).
+    """
+    model = AutoencoderTiny()
+    state = {}
+    for key, tensor in load_file(encoder_file).items():
+        state[f"encoder.layers.{key}"] = tensor.float()
+    for key, tensor in load_file(decoder_file).items():
+        index, rest = key.split(".", 1)
+        state[f"decoder.layers.{int(index) - 1}.{rest}"] = tensor.float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{encoder_file.parent}: not a TAESD pair (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model
+
+
+def load_taesd(spec: str, device: torch.device, dtype: torch.dtype) -> TinyAutoencoder:
+    """Load TAESD from a ComfyUI pair folder, a diffusers folder, or a hub id."""
+    path = Path(spec)
+    pair = comfy_pair(path) if path.is_dir() else None
+    if pair is not None:
+        module = load_comfy_pair(*pair)
+        space = space_from_name(pair[0].name)
+    else:
+        module = AutoencoderTiny.from_pretrained(spec, torch_dtype=torch.float32)
+        space = space_from_name(spec)
+    return TinyAutoencoder(module, space, spec, device, dtype)

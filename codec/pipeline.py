@@ -1,0 +1,202 @@
+"""`Codec`: image -> latent -> quantized latent file, and back; the models loaded once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .container import OVERHEAD_BYTES, LatentFile
+from .errors import CodecError, LatentSpaceMismatchError
+from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
+from .methods import get_method, method_by_id
+from .models import LatentAutoencoder, load_autoencoder
+from .settings import CodecSettings
+from .tiling import run_tiled
+
+ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
+DECODE_OVERLAP = 8  # latent positions shared by neighbouring decoder tiles
+
+
+class Codec:
+    """Encode images to latent files and decode them, with the models loaded once.
+
+    Models load lazily on first use (or with `load()`), from `settings` or as given; the
+    same spec for encoder and decoder loads one model. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        settings: CodecSettings | None = None,
+        *,
+        encoder: LatentAutoencoder | None = None,
+        decoder: LatentAutoencoder | None = None,
+    ) -> None:
+        self.settings = settings or CodecSettings()
+        if self.settings.tile % 64:
+            raise ValueError(f"tile must be a multiple of 64 pixels, got {self.settings.tile}")
+        get_method(self.settings.method)
+        self._encoder, self._decoder = encoder, decoder
+        self._load_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> Codec:
+        """A codec configured by the `LATENT_GALLERY_*` environment variables."""
+        return cls(CodecSettings.from_env())
+
+    @property
+    def encoder(self) -> LatentAutoencoder:
+        """The encoder model, loaded on first use."""
+        if self._encoder is None:
+            self.load(decoder=False)
+        return self._encoder
+
+    @property
+    def decoder(self) -> LatentAutoencoder:
+        """The decoder model, loaded on first use."""
+        if self._decoder is None:
+            self.load(encoder=False)
+        return self._decoder
+
+    def load(self, encoder: bool = True, decoder: bool = True) -> None:
+        """Load the models now (raises `ModelLoadError` naming the setting to fix)."""
+        with self._load_lock:
+            s = self.settings
+            if encoder and self._encoder is None:
+                if self._decoder is not None and s.encoder == s.decoder:
+                    self._encoder = self._decoder
+                else:
+                    self._encoder = load_autoencoder(s.encoder, s.device, "LATENT_GALLERY_ENCODER")
+            if decoder and self._decoder is None:
+                if self._encoder is not None and s.encoder == s.decoder:
+                    self._decoder = self._encoder
+                else:
+                    self._decoder = load_autoencoder(s.decoder, s.device, "LATENT_GALLERY_DECODER")
+
+    def open(self, source: ImageSource) -> Image.Image:
+        """Decode an untrusted image to RGB under this codec's pixel limit."""
+        return open_image(source, self.settings.max_pixels)
+
+    def latent_of(self, image: Image.Image) -> np.ndarray:
+        """The float32 scaled latent `(4, ceil(H/8), ceil(W/8))` of an RGB image."""
+        scale = self.encoder.space.downscale
+        pixels = pad_to_multiple(image_to_tensor(image), scale)
+        latent = run_tiled(
+            self.encoder.encode, pixels, self.settings.tile, ENCODE_OVERLAP, 1 / scale
+        )
+        return latent[0].numpy()
+
+    def encode(
+        self,
+        source: ImageSource | Image.Image,
+        *,
+        method: str | None = None,
+        quality: int | None = None,
+        target_bytes: int | None = None,
+    ) -> bytes:
+        """A latent file of an image (bytes, path, file object or PIL image)."""
+        image = source if isinstance(source, Image.Image) else self.open(source)
+        latent = self.latent_of(image.convert("RGB"))
+        return self.pack(
+            latent, image.width, image.height,
+            method=method, quality=quality, target_bytes=target_bytes,
+        )  # fmt: skip
+
+    def pack(
+        self,
+        latent: np.ndarray,
+        width: int,
+        height: int,
+        *,
+        method: str | None = None,
+        quality: int | None = None,
+        target_bytes: int | None = None,
+    ) -> bytes:
+        """Quantize and code a latent into a latent file; `target_bytes` picks the quality."""
+        coder = get_method(method or self.settings.method)
+        if quality is not None and target_bytes is not None:
+            raise ValueError("give quality or target_bytes, not both")
+        if quality is not None and not 1 <= quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {quality}")
+        latent = np.ascontiguousarray(latent, dtype=np.float32)
+
+        def file_at(q: int) -> bytes:
+            compressed = coder.compress(latent, q)
+            return LatentFile(
+                space=self.encoder.space,
+                method_id=coder.id,
+                encoder_family=self.encoder.family,
+                width=width,
+                height=height,
+                latent_shape=latent.shape,
+                encoder_fingerprint=self.encoder.encoder_fingerprint,
+                params=compressed.params,
+                payload=compressed.payload,
+            ).to_bytes()
+
+        if target_bytes is None:
+            return file_at(quality or coder.default_quality)
+        return _largest_fitting(file_at, target_bytes)
+
+    def unpack(self, data: bytes) -> tuple[LatentFile, np.ndarray]:
+        """Parse a latent file and dequantize its latent (`LatentFileError` if it is bad)."""
+        header = LatentFile.from_bytes(data)
+        latent = method_by_id(header.method_id).decompress(
+            header.params, header.payload, header.latent_shape
+        )
+        return header, latent
+
+    def decode(self, data: bytes) -> Image.Image:
+        """The image of a latent file."""
+        return self.decode_batch([data])[0]
+
+    def decode_batch(self, files: Sequence[bytes]) -> list[Image.Image]:
+        """Images of several latent files; same-shape latents go through one forward pass."""
+        unpacked = [self.unpack(data) for data in files]
+        for header, _ in unpacked:
+            if header.space != self.decoder.space:
+                raise LatentSpaceMismatchError(
+                    f"the file is in the {header.space.name} latent space but the decoder "
+                    f"{self.decoder.name} speaks {self.decoder.space.name}: set "
+                    f"LATENT_GALLERY_DECODER to a {header.space.name} VAE or TAESD"
+                )
+        images: list[Image.Image | None] = [None] * len(files)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (header, _) in enumerate(unpacked):
+            groups.setdefault(header.latent_shape, []).append(index)
+        for indices in groups.values():
+            batch = torch.from_numpy(np.stack([unpacked[i][1] for i in indices]))
+            pixels = self.decode_latents(batch)
+            for row, index in enumerate(indices):
+                header = unpacked[index][0]
+                images[index] = tensor_to_image(pixels[row, :, : header.height, : header.width])
+        return images
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images `(B, 3, 8H, 8W)` in [0, 1] of scaled latents `(B, 4, H, W)`, tiled if large."""
+        scale = self.decoder.space.downscale
+        tile = self.settings.tile // scale
+        return run_tiled(self.decoder.decode, latents, tile, DECODE_OVERLAP, scale)
+
+
+def _largest_fitting(file_at, target_bytes: int) -> bytes:
+    """The file at the highest quality whose size is at most `target_bytes` (binary search)."""
+    if target_bytes < OVERHEAD_BYTES:
+        raise CodecError(f"--target-bytes {target_bytes} is below the {OVERHEAD_BYTES}-byte header")
+    low, high, best = 1, 100, None
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = file_at(middle)
+        if len(candidate) <= target_bytes:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    if best is None:
+        raise CodecError(
+            f"cannot fit this image in {target_bytes} bytes; the smallest file is "
+            f"{len(file_at(1))} bytes"
+        )
+    return best
