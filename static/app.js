@@ -1,0 +1,227 @@
+// Latent Gallery: uploads with per-file progress, delete keys in localStorage, share and delete.
+"use strict";
+
+(() => {
+  const UPLOAD_URL = "/api/images";
+  const CARD_URL = "/fragments/card/";
+  const PARALLEL_UPLOADS = 2;
+  const UPLOAD_TIMEOUT_MS = 180000;
+
+  const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+  const keyName = (imageId) => `lg-delete-${imageId}`;
+
+  const formatBytes = (bytes) => {
+    const units = ["B", "KB", "MB", "GB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+  };
+
+  const errorMessage = (body, status) =>
+    body?.error?.message ?? body?.errors?.[0]?.message ?? `The server answered ${status}.`;
+
+  // Delete keys of no-JS uploads, rendered once into the page.
+  function saveRenderedKeys() {
+    for (const item of document.querySelectorAll("[data-delete-key]")) {
+      localStorage.setItem(keyName(item.dataset.imageId), item.dataset.deleteKey);
+    }
+  }
+
+  function addRow(list, file) {
+    const row = document.createElement("li");
+    row.className = "upload-item";
+    row.dataset.state = "queued";
+    const name = document.createElement("span");
+    name.className = "upload-name";
+    name.textContent = file.name;
+    const status = document.createElement("span");
+    status.className = "upload-status";
+    status.textContent = `${formatBytes(file.size)} · waiting`;
+    const progress = document.createElement("progress");
+    progress.max = 1;
+    progress.value = 0;
+    progress.setAttribute("aria-label", `Upload of ${file.name}`);
+    row.append(name, status, progress);
+    list.append(row);
+    return row;
+  }
+
+  function setRow(row, state, text, fraction) {
+    row.dataset.state = state;
+    row.querySelector(".upload-status").textContent = text;
+    const progress = row.querySelector("progress");
+    if (fraction === null) {
+      progress.removeAttribute("value"); // indeterminate while the server encodes
+    } else {
+      progress.value = fraction;
+    }
+  }
+
+  async function insertCard(grid, imageId) {
+    const response = await fetch(CARD_URL + encodeURIComponent(imageId));
+    if (!response.ok) {
+      throw new Error(`The new card could not be loaded (${response.status}).`);
+    }
+    grid.insertAdjacentHTML("afterbegin", await response.text());
+  }
+
+  async function finish(row, grid, xhr) {
+    const body = xhr.response;
+    if (xhr.status !== 201 || !body?.images?.length) {
+      setRow(row, "error", errorMessage(body, xhr.status), 1);
+      return;
+    }
+    const image = body.images[0];
+    localStorage.setItem(keyName(image.id), image.delete_key);
+    try {
+      await insertCard(grid, image.id);
+    } catch (error) {
+      setRow(row, "error", error.message, 1);
+      return;
+    }
+    setRow(row, "done", `Done · stored in ${formatBytes(image.latent_bytes)}`, 1);
+  }
+
+  function uploadOne(file, row, grid) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      const body = new FormData();
+      body.append("file", file);
+      xhr.open("POST", UPLOAD_URL);
+      xhr.responseType = "json";
+      xhr.timeout = UPLOAD_TIMEOUT_MS;
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-CSRF-Token", csrfToken());
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) {
+          const percent = Math.round((100 * event.loaded) / event.total);
+          setRow(row, "uploading", `Uploading ${percent}%`, event.loaded / event.total);
+        }
+      });
+      xhr.upload.addEventListener("load", () => setRow(row, "encoding", "Encoding to a latent…", null));
+      xhr.addEventListener("load", () => finish(row, grid, xhr).then(resolve));
+      xhr.addEventListener("error", () => {
+        setRow(row, "error", "Network error: the upload did not reach the server.", 1);
+        resolve();
+      });
+      xhr.addEventListener("timeout", () => {
+        setRow(row, "error", "The upload timed out.", 1);
+        resolve();
+      });
+      xhr.send(body);
+    });
+  }
+
+  async function uploadAll(files, list, grid) {
+    const queue = Array.from(files, (file) => ({ file, row: addRow(list, file) }));
+    const worker = async () => {
+      for (let job = queue.shift(); job; job = queue.shift()) {
+        await uploadOne(job.file, job.row, grid);
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL_UPLOADS }, worker));
+  }
+
+  function initUpload() {
+    const form = document.getElementById("upload-form");
+    const list = document.getElementById("upload-list");
+    const grid = document.getElementById("grid");
+    if (!form || !list || !grid) {
+      return;
+    }
+    const input = form.querySelector('input[type="file"]');
+    const start = (files) => {
+      if (files.length) {
+        uploadAll(files, list, grid);
+      }
+    };
+    input.required = false;
+    document.getElementById("upload-submit").hidden = true;
+    input.addEventListener("change", () => {
+      const files = Array.from(input.files);
+      input.value = "";
+      start(files);
+    });
+    form.addEventListener("submit", (event) => event.preventDefault());
+    for (const type of ["dragenter", "dragover"]) {
+      form.addEventListener(type, (event) => {
+        event.preventDefault();
+        form.classList.add("dragging");
+      });
+    }
+    form.addEventListener("dragleave", (event) => {
+      if (!form.contains(event.relatedTarget)) {
+        form.classList.remove("dragging");
+      }
+    });
+    form.addEventListener("drop", (event) => {
+      event.preventDefault();
+      form.classList.remove("dragging");
+      start(Array.from(event.dataTransfer.files).filter((file) => file.type.startsWith("image/")));
+    });
+  }
+
+  function flashButton(button, text) {
+    const original = button.textContent;
+    button.textContent = text;
+    setTimeout(() => {
+      button.textContent = original;
+    }, 2000);
+  }
+
+  function initShare() {
+    const button = document.getElementById("copy-link");
+    const field = document.getElementById("share-link");
+    if (!button || !field) {
+      return;
+    }
+    button.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(field.value);
+        flashButton(button, "Copied!");
+      } catch {
+        field.focus();
+        field.select();
+        flashButton(button, "Press Ctrl+C");
+      }
+    });
+  }
+
+  function initDelete() {
+    const button = document.getElementById("delete-image");
+    const key = button && localStorage.getItem(keyName(button.dataset.imageId));
+    if (!key) {
+      return;
+    }
+    const errorBox = document.getElementById("action-error");
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      if (!window.confirm("Delete this image for everyone? This cannot be undone.")) {
+        return;
+      }
+      button.disabled = true;
+      const response = await fetch(button.dataset.deleteUrl, {
+        method: "DELETE",
+        headers: { "X-Delete-Key": key, "X-CSRF-Token": csrfToken(), Accept: "application/json" },
+      });
+      if (response.ok || response.status === 404) {
+        localStorage.removeItem(keyName(button.dataset.imageId));
+        window.location.assign("/");
+        return;
+      }
+      const body = await response.json().catch(() => null);
+      errorBox.textContent = errorMessage(body, response.status);
+      errorBox.hidden = false;
+      button.disabled = false;
+    });
+  }
+
+  saveRenderedKeys();
+  initUpload();
+  initShare();
+  initDelete();
+})();

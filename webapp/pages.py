@@ -1,0 +1,149 @@
+"""Browser pages: the gallery, image pages, htmx fragments, the no-JS upload form and htmx itself."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import js_lib_htmx
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from webapp.ingest import ingest
+from webapp.storage import ImageRecord, get_store
+
+bp = Blueprint("pages", __name__)
+
+PAGE_SIZE = 24
+THUMB_WIDTH = 256
+ONE_YEAR = 365 * 24 * 3600
+HTMX_FILE = Path(js_lib_htmx.__file__).parent / "static" / "htmx" / "htmx.min.js"
+HTMX_VERSION = re.search(rb'version:"([^"]+)"', HTMX_FILE.read_bytes()).group(1).decode()
+NEW_KEYS = "new_delete_keys"  # session: delete keys of no-JS uploads, shown once
+
+
+@bp.get("/")
+def gallery() -> str:
+    """The gallery, newest first, starting at `?cursor=` (the no-JS "Load more")."""
+    images, next_cursor = get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+    return render_template("gallery.html", images=images, next_cursor=next_cursor)
+
+
+@bp.get("/fragments/cards")
+def cards() -> str:
+    """The next page of cards and its own "Load more" button, for htmx."""
+    images, next_cursor = get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+    return render_template("_cards.html", images=images, next_cursor=next_cursor)
+
+
+@bp.get("/fragments/card/<image_id>")
+def card(image_id: str) -> str:
+    """One card, inserted at the top of the grid after a JS upload."""
+    return render_template("_card.html", image=_record(image_id))
+
+
+@bp.get("/i/<image_id>")
+def image(image_id: str) -> str:
+    """One image with its facts, share link, downloads and delete button."""
+    record = _record(image_id)
+    return render_template(
+        "image.html",
+        image=record,
+        page_url=url_for("pages.image", image_id=record.id, _external=True),
+        png_url=url_for("media.png", image_id=record.id, _external=True),
+    )
+
+
+@bp.post("/upload")
+def upload() -> Response:
+    """The no-JS upload form: ingest each file, then go to its page (one) or the gallery."""
+    files = [f for f in request.files.getlist("file") if f.filename]
+    if not files:
+        raise BadRequest("Choose at least one image to upload.")
+    uploaded, failures = [], []
+    for file in files:
+        try:
+            uploaded.append(ingest(file))
+        except HTTPException as error:
+            failures.append((file.filename, error))
+    if not uploaded:
+        raise failures[0][1]
+    for filename, error in failures:
+        flash(f"{filename}: {error.description}", "error")
+    session[NEW_KEYS] = {record.id: key for record, key in uploaded}
+    if len(files) == 1:
+        return redirect(url_for("pages.image", image_id=uploaded[0][0].id), 303)
+    return redirect(url_for("pages.gallery"), 303)
+
+
+@bp.get(f"/static/vendor/htmx-{HTMX_VERSION}.min.js")
+def htmx() -> Response:
+    """htmx from the installed `django-js-lib-htmx` package; its URL names the version."""
+    response = send_file(HTMX_FILE, mimetype="text/javascript", max_age=ONE_YEAR)
+    response.cache_control.public = True
+    response.cache_control.immutable = True
+    return response
+
+
+@bp.app_template_global()
+def asset_url(filename: str) -> str:
+    """The URL of a file in `static/`, busted by its content hash."""
+    path = Path(current_app.static_folder, filename)
+    return url_for("static", filename=filename, v=_digest(path, path.stat().st_mtime_ns))
+
+
+@bp.app_template_global()
+def pop_new_delete_keys() -> dict[str, str]:
+    """Delete keys of images just uploaded by the no-JS form (id -> key), once."""
+    return session.pop(NEW_KEYS, {})
+
+
+@bp.app_template_filter()
+def smaller(ratio: float) -> str:
+    """A size ratio in words: "47× smaller" (or "1.3× larger" for tiny uploads)."""
+    factor = ratio if ratio >= 1 else 1 / ratio
+    shown = f"{factor:.0f}" if factor >= 10 else f"{factor:.1f}"
+    return f"{shown}× {'smaller' if ratio >= 1 else 'larger'}"
+
+
+@bp.app_template_filter()
+def utc(timestamp: float) -> datetime:
+    """Unix seconds as an aware UTC datetime (format it with `strftime`/`isoformat`)."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+@bp.app_template_filter()
+def thumb_size(record: ImageRecord) -> tuple[int, int]:
+    """The (width, height) of an image's `THUMB_WIDTH` thumbnail."""
+    width = min(THUMB_WIDTH, record.width)
+    return width, max(1, round(record.height * width / record.width))
+
+
+@bp.app_template_filter()
+def thumb_url(record: ImageRecord) -> str:
+    """The URL of an image's thumbnail PNG."""
+    return url_for("media.png", image_id=record.id, w=THUMB_WIDTH)
+
+
+def _record(image_id: str) -> ImageRecord:
+    return get_store().get(image_id) or abort(404, "No image has this address: it may have been deleted.")
+
+
+@lru_cache(maxsize=64)
+def _digest(path: Path, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
