@@ -1,0 +1,340 @@
+"""`ec`: scalar quantization + range coding under a context model (the default method).
+
+Each channel is quantized with its own step (a base step set by `quality`, times a fixed
+per-channel weight measured on the TAESD decoder's sensitivity). Symbols are coded channel by
+channel, row by row, each row in two phases (even columns, then odd columns), with a
+discretized Laplace whose mean and scale are predicted from already-coded neighbours: above,
+above-left and above-right in every phase, left and right in the odd phase, and the
+co-located 3x3 cross of every channel already coded. The predictor is linear with per-image
+fitted fixed-point coefficients stored in `params`; means and scales are computed from integers
+only, so the encoder and decoder derive bit-identical models. Dequantization moves each value
+toward its prediction by a stored per-channel fraction of a step (the bin's centroid).
+
+`params` layout (little-endian): C float16 steps, uint16 symbol bound, C uint8 shrinks, then
+for each channel and phase the mean coefficients (int16 bias, int8 weights) and the scale
+coefficients (uint16 bias, int8 weights).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from ..errors import LatentFileError
+from . import register
+from .base import Compressed, QuantizationMethod
+
+MEAN_BITS = 6
+"""Means are integers in units of 2**-MEAN_BITS symbols (mean coefficients use the same unit)."""
+SCALE_BITS = 7
+"""Scale coefficients are integers in units of 2**-SCALE_BITS."""
+_MIN_SCALE = 1 << (MEAN_BITS + SCALE_BITS - 5)
+_MAX_SCALE = 1 << (MEAN_BITS + SCALE_BITS + 16)
+CHANNEL_WEIGHTS = (0.87, 1.07, 1.0, 1.0)
+"""Per-channel step multipliers, 1/sqrt of each channel's measured pixel-MSE sensitivity."""
+MAX_SYMBOL = 32767
+DEFAULT_QUALITY = 75
+_DEFAULT_STEP = 0.65
+_NEAR_LOSSLESS_STEP = 0.02
+_LARGEST_STEP = 8.0
+
+_LAPLACE = constriction.stream.model.QuantizedLaplace
+
+
+def quality_to_step(quality: int) -> float:
+    """Base quantization step (scaled latent units) for `quality` in 1..100.
+
+    Log-linear on each side of the default quality: from `_LARGEST_STEP` at 1 to
+    `_DEFAULT_STEP` at `DEFAULT_QUALITY` and to `_NEAR_LOSSLESS_STEP` at 100.
+    """
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    if quality <= DEFAULT_QUALITY:
+        t = (DEFAULT_QUALITY - quality) / (DEFAULT_QUALITY - 1)
+        return float(_DEFAULT_STEP * (_LARGEST_STEP / _DEFAULT_STEP) ** t)
+    t = (quality - DEFAULT_QUALITY) / (100 - DEFAULT_QUALITY)
+    return float(_DEFAULT_STEP * (_NEAR_LOSSLESS_STEP / _DEFAULT_STEP) ** t)
+
+
+def _columns(width: int, phase: int) -> tuple[np.ndarray, ...]:
+    """Column indices of a phase and of its left, right and coded-right neighbours (clamped)."""
+    x = np.arange(phase, width, 2)
+    left = np.maximum(x - 1, 0)
+    right = np.minimum(x + 1, width - 1)
+    coded_right = np.where(x + 1 < width, x + 1, left)
+    return x, left, right, coded_right
+
+
+def _phases(width: int) -> tuple[int, ...]:
+    return (0, 1) if width > 1 else (0,)
+
+
+def _feature_counts(channel: int, phase: int) -> tuple[int, int]:
+    """Numbers of mean and scale features (weights, without the bias) of a channel and phase."""
+    spatial = 5 if phase else 3
+    return spatial + 5 * channel, spatial + channel
+
+
+class _Context:
+    """Coded symbols (top-padded with a zero row) and their absolute residuals, by channel."""
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        self.height = height
+        self.width = width
+        self.symbols = np.zeros((channels, height + 1, width), np.int64)
+        self.residuals = np.zeros((channels, height + 1, width), np.int64)
+
+    def features(
+        self, channel: int, rows: np.ndarray, phase: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Integer mean and scale features of `rows` (1-D) of `channel` at `phase`, (rows, cols)."""
+        x, left, right, coded_right = _columns(self.width, phase)
+        above = rows[:, None]
+        here = above + 1
+        cur, res = self.symbols[channel], self.residuals[channel]
+        mean_f = [cur[above, x], cur[above, left], cur[above, right]]
+        scale_f = [res[above, x], res[above, left], res[above, right]]
+        if phase:
+            mean_f += [cur[here, left], cur[here, coded_right]]
+            scale_f += [res[here, left], res[here, coded_right]]
+        up = np.maximum(rows - 1, 0)[:, None] + 1
+        down = np.minimum(rows + 1, self.height - 1)[:, None] + 1
+        for prev in range(channel):
+            sym = self.symbols[prev]
+            mean_f += [sym[here, x], sym[up, x], sym[down, x], sym[here, left], sym[here, right]]
+            scale_f.append(self.residuals[prev][here, x])
+        return mean_f, scale_f
+
+
+@dataclass(frozen=True)
+class _Coefficients:
+    """Fixed-point predictor of one channel and phase: bias first, then one weight a feature."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def predict_mean(self, feats: list[np.ndarray]) -> np.ndarray:
+        out = np.full(feats[0].shape, self.mean[0], np.int64)
+        for weight, feat in zip(self.mean[1:], feats, strict=True):
+            out += weight * feat
+        return out
+
+    def predict_scale(self, feats: list[np.ndarray]) -> np.ndarray:
+        out = np.full(feats[0].shape, self.scale[0], np.int64)
+        for weight, feat in zip(self.scale[1:], feats, strict=True):
+            out += weight * feat
+        return np.clip(out, _MIN_SCALE, _MAX_SCALE)
+
+
+def _lstsq_fixed(feats: list[np.ndarray], target: np.ndarray, unit: int, bias_lo: int,
+                 bias_hi: int) -> np.ndarray:
+    """Least-squares weights (bias first) in fixed point `2**-unit`, clipped to the stored types."""
+    a = np.stack([np.ones(target.size)] + [f.ravel().astype(np.float64) for f in feats], axis=1)
+    sol = np.linalg.lstsq(a, target.ravel().astype(np.float64), rcond=None)[0]
+    fixed = np.round(sol * (1 << unit))
+    fixed[0] = np.clip(fixed[0], bias_lo, bias_hi)
+    fixed[1:] = np.clip(fixed[1:], -128, 127)
+    return fixed.astype(np.int64)
+
+
+def _fit(symbols: np.ndarray) -> tuple[dict[tuple[int, int], _Coefficients], np.ndarray]:
+    """Per-image predictors of every channel and phase, and the integer means they give."""
+    channels, height, width = symbols.shape
+    ctx = _Context(channels, height, width)
+    ctx.symbols[:, 1:] = symbols
+    rows = np.arange(height)
+    means = np.zeros(symbols.shape, np.int64)
+    coefs: dict[tuple[int, int], _Coefficients] = {}
+    for c in range(channels):
+        mean_coefs = {}
+        for phase in _phases(width):
+            x = _columns(width, phase)[0]
+            mean_f, _ = ctx.features(c, rows, phase)
+            target = symbols[c][:, x] * (1 << MEAN_BITS)
+            mean_coefs[phase] = _lstsq_fixed(mean_f, target, 0, -32768, 32767)
+            mu = _Coefficients(mean_coefs[phase], np.zeros(1, np.int64)).predict_mean(mean_f)
+            means[c][:, x] = mu
+            ctx.residuals[c][1:, x] = np.abs(target - mu)
+        for phase in _phases(width):
+            x = _columns(width, phase)[0]
+            _, scale_f = ctx.features(c, rows, phase)
+            scale = _lstsq_fixed(scale_f, ctx.residuals[c][1:, x], SCALE_BITS, 0, 65535)
+            coefs[(c, phase)] = _Coefficients(mean_coefs[phase], scale)
+    return coefs, means
+
+
+def _scales(coefs: dict[tuple[int, int], _Coefficients], ctx: _Context) -> np.ndarray:
+    """Integer scales of every symbol once `ctx` holds all symbols and residuals."""
+    channels, height, width = ctx.symbols.shape[0], ctx.height, ctx.width
+    scales = np.zeros((channels, height, width), np.int64)
+    rows = np.arange(height)
+    for (c, phase), coef in coefs.items():
+        scales[c][:, _columns(width, phase)[0]] = coef.predict_scale(ctx.features(c, rows, phase)[1])
+    return scales
+
+
+def _coding_order(a: np.ndarray) -> np.ndarray:
+    """Flatten `(C, H, W)` in decoding order: channel, row, even columns, odd columns."""
+    return np.concatenate([a[:, :, 0::2], a[:, :, 1::2]], axis=2).ravel()
+
+
+def _laplace_params(means: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float Laplace mean and scale (in symbols) of integer means and scales (exact: dyadic)."""
+    return means / float(1 << MEAN_BITS), scales / float(1 << (MEAN_BITS + SCALE_BITS))
+
+
+def _shrink_toward(means: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """Direction and size (in steps, within +-1) from each symbol toward its predicted mean."""
+    return np.clip(means / float(1 << MEAN_BITS) - symbols, -1.0, 1.0)
+
+
+def _dequantize(
+    symbols: np.ndarray, means: np.ndarray, steps: np.ndarray, shrinks: np.ndarray
+) -> np.ndarray:
+    toward = _shrink_toward(means, symbols)
+    values = (symbols + shrinks[:, None, None] * toward) * steps[:, None, None]
+    return values.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """What the encoder decided: symbols, their integer predicted means, and header values."""
+
+    symbols: np.ndarray
+    means: np.ndarray
+    steps: np.ndarray
+    shrinks: np.ndarray
+    coefs: dict[tuple[int, int], _Coefficients]
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 latent the decoder reconstructs from these symbols."""
+        return _dequantize(self.symbols, self.means, self.steps, self.shrinks)
+
+
+def channel_steps(quality: int, channels: int) -> np.ndarray:
+    """Per-channel steps for `quality`, rounded to float16 as stored in `params`."""
+    if channels != len(CHANNEL_WEIGHTS):
+        raise ValueError(f"ec codes {len(CHANNEL_WEIGHTS)}-channel latents, got {channels}")
+    steps = quality_to_step(quality) * np.asarray(CHANNEL_WEIGHTS)
+    return steps.astype(np.float16).astype(np.float64)
+
+
+def quantize(latent: np.ndarray, quality: int) -> Quantized:
+    """Quantize a `(C, H, W)` latent and fit the context model the coder will use."""
+    latent = np.asarray(latent, dtype=np.float64)
+    if latent.ndim != 3 or 0 in latent.shape:
+        raise ValueError(f"expected a non-empty (C, H, W) latent, got shape {latent.shape}")
+    if not np.isfinite(latent).all():
+        raise ValueError("latent has non-finite values")
+    steps = channel_steps(quality, latent.shape[0])
+    ratio = latent / steps[:, None, None]
+    symbols = np.clip(np.round(ratio), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
+    coefs, means = _fit(symbols)
+    toward = _shrink_toward(means, symbols)
+    num = ((ratio - symbols) * toward).sum(axis=(1, 2))
+    den = np.maximum((toward**2).sum(axis=(1, 2)), 1e-12)
+    shrinks = np.clip(np.round(num / den * 256), 0, 255) / 256
+    return Quantized(symbols, means, steps, shrinks, coefs)
+
+
+def _pack(q: Quantized, bound: int) -> bytes:
+    parts = [q.steps.astype("<f2").tobytes(), struct.pack("<H", bound)]
+    parts.append(np.round(q.shrinks * 256).astype(np.uint8).tobytes())
+    for key in sorted(q.coefs):
+        coef = q.coefs[key]
+        parts.append(struct.pack("<h", coef.mean[0]) + coef.mean[1:].astype(np.int8).tobytes())
+        parts.append(struct.pack("<H", coef.scale[0]) + coef.scale[1:].astype(np.int8).tobytes())
+    return b"".join(parts)
+
+
+def _unpack(
+    params: bytes, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, int, np.ndarray, dict[tuple[int, int], _Coefficients]]:
+    channels, _, width = shape
+    keys = [(c, p) for c in range(channels) for p in _phases(width)]
+    size = 3 * channels + 2 + sum(4 + sum(_feature_counts(c, p)) for c, p in keys)
+    if len(params) != size:
+        raise LatentFileError(f"ec params are {len(params)} bytes, expected {size}")
+    steps = np.frombuffer(params, "<f2", channels).astype(np.float64)
+    if not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise LatentFileError("ec params hold a non-positive or non-finite step")
+    (bound,) = struct.unpack_from("<H", params, 2 * channels)
+    if not 1 <= bound <= MAX_SYMBOL + 1:
+        raise LatentFileError(f"ec symbol bound {bound} out of range")
+    offset = 2 * channels + 2
+    shrinks = np.frombuffer(params, np.uint8, channels, offset) / 256
+    offset += channels
+    coefs = {}
+    for c, p in keys:
+        n_mean, n_scale = _feature_counts(c, p)
+        (mean_bias,) = struct.unpack_from("<h", params, offset)
+        mean_w = np.frombuffer(params, np.int8, n_mean, offset + 2).astype(np.int64)
+        offset += 2 + n_mean
+        (scale_bias,) = struct.unpack_from("<H", params, offset)
+        scale_w = np.frombuffer(params, np.int8, n_scale, offset + 2).astype(np.int64)
+        offset += 2 + n_scale
+        coefs[(c, p)] = _Coefficients(
+            np.concatenate([[mean_bias], mean_w]), np.concatenate([[scale_bias], scale_w])
+        )
+    return steps, bound, shrinks, coefs
+
+
+class EntropyCodedMethod(QuantizationMethod):
+    """Per-channel scalar quantization, range-coded under a fitted neighbour context model."""
+
+    name = "ec"
+    id = 3
+    default_quality = DEFAULT_QUALITY
+
+    def compress(self, latent: np.ndarray, quality: int) -> Compressed:
+        """Code a float32 latent `(C, H, W)` at `quality` (1 = smallest, 100 = best)."""
+        q = quantize(latent, quality)
+        ctx = _Context(*q.symbols.shape)
+        ctx.symbols[:, 1:] = q.symbols
+        ctx.residuals[:, 1:] = np.abs(q.symbols * (1 << MEAN_BITS) - q.means)
+        means, scales = _laplace_params(q.means, _scales(q.coefs, ctx))
+        bound = int(np.abs(q.symbols).max()) + 1
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(
+            _coding_order(q.symbols).astype(np.int32),
+            _LAPLACE(-bound, bound),
+            _coding_order(means),
+            _coding_order(scales),
+        )
+        return Compressed(_pack(q, bound), encoder.get_compressed().astype("<u4").tobytes())
+
+    def decompress(self, params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """The float32 latent `(C, H, W)` that `compress` coded."""
+        steps, bound, shrinks, coefs = _unpack(params, shape)
+        if len(payload) % 4:
+            raise LatentFileError("ec payload is not a whole number of 32-bit words")
+        channels, height, width = shape
+        model = _LAPLACE(-bound, bound)
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4"))
+        ctx = _Context(channels, height, width)
+        means = np.zeros(shape, np.int64)
+        for c in range(channels):
+            for y in range(height):
+                row = np.array([y])
+                for phase in _phases(width):
+                    coef = coefs[(c, phase)]
+                    mean_f, scale_f = ctx.features(c, row, phase)
+                    mu = coef.predict_mean(mean_f)[0]
+                    mean, scale = _laplace_params(mu, coef.predict_scale(scale_f)[0])
+                    try:
+                        sym = decoder.decode(model, mean, scale).astype(np.int64)
+                    except (ValueError, RuntimeError, AssertionError) as exc:
+                        raise LatentFileError(f"ec payload does not decode: {exc}") from exc
+                    x = _columns(width, phase)[0]
+                    ctx.symbols[c, y + 1, x] = sym
+                    ctx.residuals[c, y + 1, x] = np.abs(sym * (1 << MEAN_BITS) - mu)
+                    means[c, y, x] = mu
+        if not decoder.maybe_exhausted():
+            raise LatentFileError("ec payload has data past the coded symbols")
+        return _dequantize(ctx.symbols[:, 1:], means, steps, shrinks)
+
+
+register(EntropyCodedMethod())
