@@ -1,4 +1,4 @@
-"""Browser pages: the gallery, image pages, htmx fragments, the no-JS upload form and htmx itself."""
+"""Browser pages: gallery, image pages, htmx fragments, the no-JS upload form, htmx itself."""
 
 from __future__ import annotations
 
@@ -115,10 +115,10 @@ def pop_new_delete_keys() -> dict[str, str]:
 
 @bp.app_template_filter()
 def smaller(ratio: float) -> str:
-    """A size ratio in words: "47× smaller" (or "1.3× larger" for tiny uploads)."""
+    """A size ratio in words: "47x smaller" (or "1.3x larger" for tiny uploads), with a real x."""
     factor = ratio if ratio >= 1 else 1 / ratio
     shown = f"{factor:.0f}" if factor >= 10 else f"{factor:.1f}"
-    return f"{shown}× {'smaller' if ratio >= 1 else 'larger'}"
+    return f"{shown}\N{MULTIPLICATION SIGN} {'smaller' if ratio >= 1 else 'larger'}"
 
 
 @bp.app_template_filter()
@@ -141,7 +141,9 @@ def thumb_url(record: ImageRecord) -> str:
 
 
 def _record(image_id: str) -> ImageRecord:
-    return get_store().get(image_id) or abort(404, "No image has this address: it may have been deleted.")
+    return get_store().get(image_id) or abort(
+        404, "No image has this address: maybe it was deleted."
+    )
 
 
 @lru_cache(maxsize=64)

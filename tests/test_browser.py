@@ -1,0 +1,163 @@
+"""Real Chromium, real gunicorn, real TAESD weights: upload, browse, share, delete."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.shared import kodak_path, taesd_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.shared]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+KODAK = ("kodim23.png", "kodim05.png")  # both 768x512
+SERVER_START_S = 120
+STEP_MS = 60_000  # any one browser step: upload + encode on a CPU stays well under this
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+THUMBNAILS_LOADED = (
+    "[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth)"
+)
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium; skips without it, fails when `LATENT_GALLERY_REQUIRE_SHARED=1`."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)"
+        if os.environ.get("LATENT_GALLERY_REQUIRE_SHARED") == "1":
+            pytest.fail(message + "; LATENT_GALLERY_REQUIRE_SHARED=1 makes this an error")
+        pytest.skip(message)
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"gunicorn was not healthy within {SERVER_START_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """A gunicorn serving the app on a free 127.0.0.1 port; its base URL."""
+    weights = str(taesd_path())
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "LATENT_GALLERY_DATA": str(tmp_path / "data"),
+        "LATENT_GALLERY_ENCODER": weights,
+        "LATENT_GALLERY_DECODER": weights,
+    }
+    log = tmp_path / "gunicorn.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        url[7:],
+        "wsgi:app",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_upload_browse_share_and_delete(chromium: Path, server: str) -> None:
+    photos = [str(kodak_path(name)) for name in KODAK]
+    expect.set_options(timeout=STEP_MS)
+    screenshots = os.environ.get("LATENT_GALLERY_SCREENSHOTS") == "1"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, timeout=STEP_MS
+        )
+        try:
+            owner = browser.new_context(viewport={"width": 1280, "height": 860})
+            owner.set_default_timeout(STEP_MS)
+            page = owner.new_page()
+            console_errors: list[str] = []
+            page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+
+            page.goto(f"{server}/")
+            page.set_input_files("#file-input", photos)
+            expect(page.locator(".upload-item")).to_have_count(2)
+            expect(page.locator('.upload-item[data-state="done"]')).to_have_count(2)
+            assert page.eval_on_selector_all(
+                ".upload-item progress", "bars => bars.every(b => b.value === b.max)"
+            )
+            cards = page.locator("#grid .card")
+            expect(cards).to_have_count(2)
+            page.wait_for_function(THUMBNAILS_LOADED)
+            if screenshots:
+                page.screenshot(path=SCREENSHOTS / "gallery.png", animations="disabled")
+            page.reload()
+            expect(cards).to_have_count(2)
+            page.wait_for_function(THUMBNAILS_LOADED)
+
+            cards.first.locator("a").click()
+            page.wait_for_url(f"{server}/i/*")
+            page.wait_for_function("document.getElementById('picture').naturalWidth > 0")
+            share_link = page.input_value("#share-link")
+            assert share_link == page.url
+            expect(page.locator("#delete-image")).to_be_visible()
+            if screenshots:
+                page.screenshot(path=SCREENSHOTS / "image.png", animations="disabled")
+
+            visitor = browser.new_context().new_page()
+            visitor.set_default_timeout(STEP_MS)
+            visitor.goto(share_link)
+            visitor.wait_for_function("document.getElementById('picture').naturalWidth > 0")
+            assert visitor.eval_on_selector("#picture", "img => img.naturalWidth") == 768
+            expect(visitor.locator("#delete-image")).to_be_hidden()
+
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.click("#delete-image")
+            page.wait_for_url(f"{server}/")
+            expect(cards).to_have_count(1)
+            assert visitor.goto(share_link).status == 404
+            expect(visitor.locator(".error-status")).to_have_text("404")
+            assert console_errors == []
+        finally:
+            browser.close()

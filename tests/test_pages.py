@@ -1,0 +1,227 @@
+"""Browser pages through the Flask test client (tiny random models from conftest)."""
+
+from __future__ import annotations
+
+import io
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from webapp import pages
+
+Tag = tuple[str, dict[str, str]]
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text inside <script>/<style> elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[Tag] = []
+        self.inline_code: list[str] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {name: value or "" for name, value in attrs}))
+        self._open = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open and data.strip():
+            self.inline_code.append(data)
+
+
+def parse(html: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(html)
+    return parser
+
+
+def meta(html: str) -> dict[str, str]:
+    """`property`/`name` -> `content` of the page's <meta> tags."""
+    return {
+        attrs.get("property") or attrs.get("name", ""): attrs.get("content", "")
+        for tag, attrs in parse(html).tags
+        if tag == "meta"
+    }
+
+
+def png_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def csrf_token(client) -> str:
+    html = client.get("/").get_data(as_text=True)
+    return meta(html)["csrf-token"]
+
+
+def upload(client, count: int = 1) -> list[dict]:
+    """Upload `count` PNGs through the API as the page does; their JSON, oldest first."""
+    token = csrf_token(client)
+    images = []
+    for seed in range(count):
+        response = client.post(
+            "/api/images",
+            data={"file": (io.BytesIO(png_bytes(seed=seed)), f"photo{seed}.png")},
+            headers={"X-CSRF-Token": token},
+        )
+        assert response.status_code == 201, response.get_data(as_text=True)
+        images.extend(response.get_json()["images"])
+    return images
+
+
+def card_ids(html: str) -> list[str]:
+    return re.findall(r'id="card-([\w-]+)"', html)
+
+
+def test_empty_gallery_invites_an_upload(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "No images yet" in html
+    assert card_ids(html) == []
+
+
+def test_gallery_shows_cards_newest_first_with_sizes(client):
+    first, second = upload(client, 2)
+    html = client.get("/").get_data(as_text=True)
+    assert card_ids(html) == [second["id"], first["id"]]
+    thumbs = [a for t, a in parse(html).tags if t == "img" and "/i/" in a.get("src", "")]
+    assert len(thumbs) == 2
+    for attrs in thumbs:
+        assert attrs["src"].endswith(f".png?w={pages.THUMB_WIDTH}")
+        assert attrs["loading"] == "lazy"
+        assert int(attrs["width"]) > 0 and int(attrs["height"]) > 0
+    assert re.search(r"\d+(\.\d)?\N{MULTIPLICATION SIGN} (smaller|larger)", html)
+    assert re.search(r"\d+(\.\d+)? (B|KB)", html)
+
+
+def test_load_more_pages_with_htmx_and_plain_links(client, monkeypatch):
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    oldest, *_ = upload(client, 3)
+    html = client.get("/").get_data(as_text=True)
+    assert len(card_ids(html)) == 2
+    (more,) = [a for t, a in parse(html).tags if t == "a" and "hx-get" in a]
+    assert more["hx-get"].startswith("/fragments/cards?cursor=")
+    assert more["hx-swap"] == "outerHTML"
+    assert more["href"].startswith("/?cursor=")
+
+    fragment = client.get(more["hx-get"]).get_data(as_text=True)
+    assert card_ids(fragment) == [oldest["id"]]
+    assert "<html" not in fragment and "Load more" not in fragment
+    assert card_ids(client.get(more["href"]).get_data(as_text=True)) == [oldest["id"]]
+
+
+def test_card_fragment(client):
+    (image,) = upload(client)
+    response = client.get(f"/fragments/card/{image['id']}")
+    assert response.status_code == 200
+    assert card_ids(response.get_data(as_text=True)) == [image["id"]]
+    assert client.get("/fragments/card/nope").status_code == 404
+
+
+def test_image_page_facts_and_social_tags(client):
+    (image,) = upload(client)
+    response = client.get(f"/i/{image['id']}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    tags = meta(html)
+    page_url = f"http://localhost/i/{image['id']}"
+    assert tags["og:url"] == page_url
+    assert tags["og:image"] == f"{page_url}.png"
+    assert tags["twitter:image"] == tags["og:image"]
+    assert tags["twitter:card"] == "summary_large_image"
+    assert (tags["og:image:width"], tags["og:image:height"]) == ("64", "48")
+    assert f'value="{page_url}"' in html  # the share link
+    assert f'href="{page_url}.png" download' in html
+    assert f'/i/{image["id"]}.sdz"' in html
+    assert "64 \N{MULTIPLICATION SIGN} 48 px" in html and "bits per pixel" in html
+    assert "No pixels, EXIF or GPS data are kept" in html
+
+
+def test_htmx_comes_from_the_package_with_its_version_and_immutable_caching(client):
+    scripts = [
+        a["src"] for t, a in parse(client.get("/").get_data(as_text=True)).tags if t == "script"
+    ]
+    (htmx_url,) = [src for src in scripts if "htmx" in src]
+    assert pages.HTMX_VERSION.startswith("2.") and pages.HTMX_VERSION in htmx_url
+    response = client.get(htmx_url)
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.data == pages.HTMX_FILE.read_bytes()
+    cache = response.headers["Cache-Control"]
+    assert {"public", "max-age=31536000", "immutable"} <= {p.strip() for p in cache.split(",")}
+
+
+def test_own_assets_have_content_hash_urls(client):
+    tags = parse(client.get("/").get_data(as_text=True)).tags
+    urls = [a.get("src") or a.get("href") for t, a in tags if t in ("script", "link")]
+    for name in ("app.js", "app.css"):
+        (url,) = [u for u in urls if f"/static/{name}" in u]
+        assert re.search(r"\?v=[0-9a-f]{12}$", url)
+        assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/i/{id}", "/i/missing-image-id"])
+def test_pages_are_csp_safe(client, path):
+    (image,) = upload(client)
+    html = client.get(path.format(id=image["id"])).get_data(as_text=True)
+    parsed = parse(html)
+    assert parsed.inline_code == []
+    for tag, attrs in parsed.tags:
+        assert tag != "style"
+        assert "style" not in attrs, tag
+        assert not [name for name in attrs if name.startswith(("on", "hx-on"))], tag
+        if tag == "script":
+            assert attrs["src"].startswith("/static/")
+
+
+def test_missing_image_gets_a_friendly_404_page(client):
+    response = client.get("/i/this-image-does-not-exist")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert "404" in html and "Back to the gallery" in html
+
+
+def test_no_js_upload_form_redirects_to_the_image_and_shows_its_key(client):
+    response = client.post(
+        "/upload",
+        data={"csrf_token": csrf_token(client), "file": (io.BytesIO(png_bytes()), "a.png")},
+    )
+    assert response.status_code == 303
+    image_id = response.headers["Location"].rsplit("/", 1)[-1]
+    html = client.get(f"/i/{image_id}").get_data(as_text=True)
+    (key,) = re.findall(rf'data-image-id="{image_id}" data-delete-key="([^"]+)"', html)
+    deleted = client.delete(f"/api/images/{image_id}", headers={"X-Delete-Key": key})
+    assert deleted.status_code == 204
+    assert "data-delete-key" not in client.get("/").get_data(as_text=True)  # shown once
+
+
+def test_no_js_upload_of_several_files_goes_to_the_gallery(client):
+    files = [(io.BytesIO(png_bytes(seed=s)), f"{s}.png") for s in range(2)]
+    response = client.post("/upload", data={"csrf_token": csrf_token(client), "file": files})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert len(card_ids(client.get("/").get_data(as_text=True))) == 2
+
+
+def test_no_js_upload_errors_are_html_pages(client):
+    token = csrf_token(client)
+    not_image = client.post(
+        "/upload", data={"csrf_token": token, "file": (io.BytesIO(b"hello"), "a.jpg")}
+    )
+    assert not_image.status_code == 400
+    assert not_image.mimetype == "text/html"
+    assert client.post("/upload", data={"csrf_token": token}).status_code == 400
+    no_token = client.post("/upload", data={"file": (io.BytesIO(png_bytes()), "a.png")})
+    assert no_token.status_code == 403
+    assert "Back to the gallery" in no_token.get_data(as_text=True)
