@@ -225,3 +225,9 @@ def test_no_js_upload_errors_are_html_pages(client):
     no_token = client.post("/upload", data={"file": (io.BytesIO(png_bytes()), "a.png")})
     assert no_token.status_code == 403
     assert "Back to the gallery" in no_token.get_data(as_text=True)
+
+
+def test_a_broken_cursor_is_a_400_page(client):
+    response = client.get("/?cursor=not-a-cursor")
+    assert response.status_code == 400
+    assert "Back to the gallery" in response.get_data(as_text=True)

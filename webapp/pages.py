@@ -40,14 +40,14 @@ NEW_KEYS = "new_delete_keys"  # session: delete keys of no-JS uploads, shown onc
 @bp.get("/")
 def gallery() -> str:
     """The gallery, newest first, starting at `?cursor=` (the no-JS "Load more")."""
-    images, next_cursor = get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+    images, next_cursor = _gallery_page()
     return render_template("gallery.html", images=images, next_cursor=next_cursor)
 
 
 @bp.get("/fragments/cards")
 def cards() -> str:
     """The next page of cards and its own "Load more" button, for htmx."""
-    images, next_cursor = get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+    images, next_cursor = _gallery_page()
     return render_template("_cards.html", images=images, next_cursor=next_cursor)
 
 
@@ -138,6 +138,13 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 def thumb_url(record: ImageRecord) -> str:
     """The URL of an image's thumbnail PNG."""
     return url_for("media.png", image_id=record.id, w=THUMB_WIDTH)
+
+
+def _gallery_page() -> tuple[list[ImageRecord], str | None]:
+    try:
+        return get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+    except ValueError:
+        raise BadRequest("This gallery link is broken: its page cursor is not valid.") from None
 
 
 def _record(image_id: str) -> ImageRecord:
