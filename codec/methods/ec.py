@@ -33,9 +33,11 @@ SCALE_BITS = 7
 """Scale coefficients are integers in units of 2**-SCALE_BITS."""
 _MIN_SCALE = 1 << (MEAN_BITS + SCALE_BITS - 5)
 _MAX_SCALE = 1 << (MEAN_BITS + SCALE_BITS + 16)
-CHANNEL_WEIGHTS = (0.87, 1.07, 1.0, 1.0)
+CHANNEL_WEIGHTS = (0.96, 1.18, 1.10, 0.80)
 """Per-channel step multipliers, 1/sqrt of each channel's measured pixel-MSE sensitivity."""
 MAX_SYMBOL = 32767
+_INT16 = (-32768, 32767)
+_UINT16 = (0, 65535)
 DEFAULT_QUALITY = 75
 _DEFAULT_STEP = 0.65
 _NEAR_LOSSLESS_STEP = 0.02
@@ -79,34 +81,51 @@ def _feature_counts(channel: int, phase: int) -> tuple[int, int]:
 
 
 class _Context:
-    """Coded symbols (top-padded with a zero row) and their absolute residuals, by channel."""
+    """Coded symbols and their absolute mean residuals (`2**-MEAN_BITS` units), by channel.
+
+    Both live in one int64 buffer, each plane top-padded with a zero row, so that a feature is
+    a flat index into it and a whole row of features is one gather.
+    """
 
     def __init__(self, channels: int, height: int, width: int) -> None:
-        self.height = height
-        self.width = width
-        self.symbols = np.zeros((channels, height + 1, width), np.int64)
-        self.residuals = np.zeros((channels, height + 1, width), np.int64)
+        self.shape = (channels, height, width)
+        self.state = np.zeros((2, channels, height + 1, width), np.int64)
+        self.flat = self.state.reshape(-1)
 
-    def features(
-        self, channel: int, rows: np.ndarray, phase: int
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Integer mean and scale features of `rows` (1-D) of `channel` at `phase`, (rows, cols)."""
-        x, left, right, coded_right = _columns(self.width, phase)
-        above = rows[:, None]
-        here = above + 1
-        cur, res = self.symbols[channel], self.residuals[channel]
-        mean_f = [cur[above, x], cur[above, left], cur[above, right]]
-        scale_f = [res[above, x], res[above, left], res[above, right]]
+    def set_symbols(
+        self, channel: int, row: int, x: np.ndarray, symbols: np.ndarray, means: np.ndarray
+    ) -> None:
+        """Store decoded symbols of one row of a channel at columns `x`, and their residuals."""
+        self.state[0, channel, row + 1, x] = symbols
+        self.state[1, channel, row + 1, x] = np.abs(symbols * (1 << MEAN_BITS) - means)
+
+    def feature_index(self, channel: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices `(features, H, cols)` of the mean and the scale features of a phase.
+
+        Mean: above, above-left, above-right; in the odd phase also left and right; for each
+        channel already coded its co-located symbol and the four around it. Scale: the residuals
+        of the same spatial neighbours and of the co-located symbols of earlier channels.
+        Neighbours past an edge are clamped to the nearest coded one; above the top row is zero.
+        """
+        channels, height, width = self.shape
+        x, left, right, coded_right = _columns(width, phase)
+        rows = np.arange(height)[:, None]
+        above, here = rows, rows + 1
+        up, down = np.maximum(rows - 1, 0) + 1, np.minimum(rows + 1, height - 1) + 1
+
+        def at(kind: int, ch: int, row: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return ((kind * channels + ch) * (height + 1) + row) * width + cols
+
+        spatial = [(above, x), (above, left), (above, right)]
         if phase:
-            mean_f += [cur[here, left], cur[here, coded_right]]
-            scale_f += [res[here, left], res[here, coded_right]]
-        up = np.maximum(rows - 1, 0)[:, None] + 1
-        down = np.minimum(rows + 1, self.height - 1)[:, None] + 1
+            spatial += [(here, left), (here, coded_right)]
+        mean = [at(0, channel, r, cols) for r, cols in spatial]
+        scale = [at(1, channel, r, cols) for r, cols in spatial]
         for prev in range(channel):
-            sym = self.symbols[prev]
-            mean_f += [sym[here, x], sym[up, x], sym[down, x], sym[here, left], sym[here, right]]
-            scale_f.append(self.residuals[prev][here, x])
-        return mean_f, scale_f
+            cross = [(here, x), (up, x), (down, x), (here, left), (here, right)]
+            mean += [at(0, prev, r, cols) for r, cols in cross]
+            scale.append(at(1, prev, here, x))
+        return np.stack(mean), np.stack(scale)
 
 
 @dataclass(frozen=True)
@@ -116,64 +135,59 @@ class _Coefficients:
     mean: np.ndarray
     scale: np.ndarray
 
-    def predict_mean(self, feats: list[np.ndarray]) -> np.ndarray:
-        out = np.full(feats[0].shape, self.mean[0], np.int64)
-        for weight, feat in zip(self.mean[1:], feats, strict=True):
-            out += weight * feat
-        return out
 
-    def predict_scale(self, feats: list[np.ndarray]) -> np.ndarray:
-        out = np.full(feats[0].shape, self.scale[0], np.int64)
-        for weight, feat in zip(self.scale[1:], feats, strict=True):
-            out += weight * feat
-        return np.clip(out, _MIN_SCALE, _MAX_SCALE)
+def _linear(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Integer `bias + sum(weight * feature)` over features `(n_features, ...)` (exact)."""
+    return weights[0] + (weights[1:] @ feats.reshape(len(feats), -1)).reshape(feats.shape[1:])
 
 
-def _lstsq_fixed(feats: list[np.ndarray], target: np.ndarray, unit: int, bias_lo: int,
-                 bias_hi: int) -> np.ndarray:
-    """Least-squares weights (bias first) in fixed point `2**-unit`, clipped to the stored types."""
-    a = np.stack([np.ones(target.size)] + [f.ravel().astype(np.float64) for f in feats], axis=1)
-    sol = np.linalg.lstsq(a, target.ravel().astype(np.float64), rcond=None)[0]
+def _scale_of(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Integer scales (`2**-(MEAN_BITS + SCALE_BITS)` units), clipped to a sane range."""
+    return np.clip(_linear(weights, feats), _MIN_SCALE, _MAX_SCALE)
+
+
+def _lstsq_fixed(
+    feats: np.ndarray, target: np.ndarray, unit: int, bias_range: tuple[int, int]
+) -> np.ndarray:
+    """Ridge least-squares weights (bias first) in fixed point `2**-unit`, clipped to fit."""
+    a = np.concatenate([np.ones((1, target.size)), feats.reshape(len(feats), -1)])
+    gram = a @ a.T
+    gram += np.eye(len(gram)) * (1e-6 * np.trace(gram) + 1e-9)
+    sol = np.linalg.solve(gram, a @ target.ravel().astype(np.float64))
     fixed = np.round(sol * (1 << unit))
-    fixed[0] = np.clip(fixed[0], bias_lo, bias_hi)
+    fixed[0] = np.clip(fixed[0], *bias_range)
     fixed[1:] = np.clip(fixed[1:], -128, 127)
     return fixed.astype(np.int64)
 
 
-def _fit(symbols: np.ndarray) -> tuple[dict[tuple[int, int], _Coefficients], np.ndarray]:
-    """Per-image predictors of every channel and phase, and the integer means they give."""
+def _fit(
+    symbols: np.ndarray,
+) -> tuple[dict[tuple[int, int], _Coefficients], np.ndarray, np.ndarray]:
+    """Per-image predictors of every channel and phase, and the integer means and scales."""
     channels, height, width = symbols.shape
     ctx = _Context(channels, height, width)
-    ctx.symbols[:, 1:] = symbols
-    rows = np.arange(height)
+    ctx.state[0, :, 1:] = symbols
     means = np.zeros(symbols.shape, np.int64)
+    scales = np.zeros(symbols.shape, np.int64)
     coefs: dict[tuple[int, int], _Coefficients] = {}
     for c in range(channels):
+        index = {phase: ctx.feature_index(c, phase) for phase in _phases(width)}
         mean_coefs = {}
-        for phase in _phases(width):
+        for phase, (mean_idx, _) in index.items():
             x = _columns(width, phase)[0]
-            mean_f, _ = ctx.features(c, rows, phase)
-            target = symbols[c][:, x] * (1 << MEAN_BITS)
-            mean_coefs[phase] = _lstsq_fixed(mean_f, target, 0, -32768, 32767)
-            mu = _Coefficients(mean_coefs[phase], np.zeros(1, np.int64)).predict_mean(mean_f)
-            means[c][:, x] = mu
-            ctx.residuals[c][1:, x] = np.abs(target - mu)
-        for phase in _phases(width):
+            feats = ctx.flat[mean_idx]
+            mean_coefs[phase] = _lstsq_fixed(feats, symbols[c][:, x] << MEAN_BITS, 0, _INT16)
+            means[c][:, x] = _linear(mean_coefs[phase], feats)
+        ctx.state[1, c, 1:] = np.abs((symbols[c] << MEAN_BITS) - means[c])
+        for phase, (_, scale_idx) in index.items():
             x = _columns(width, phase)[0]
-            _, scale_f = ctx.features(c, rows, phase)
-            scale = _lstsq_fixed(scale_f, ctx.residuals[c][1:, x], SCALE_BITS, 0, 65535)
-            coefs[(c, phase)] = _Coefficients(mean_coefs[phase], scale)
-    return coefs, means
-
-
-def _scales(coefs: dict[tuple[int, int], _Coefficients], ctx: _Context) -> np.ndarray:
-    """Integer scales of every symbol once `ctx` holds all symbols and residuals."""
-    channels, height, width = ctx.symbols.shape[0], ctx.height, ctx.width
-    scales = np.zeros((channels, height, width), np.int64)
-    rows = np.arange(height)
-    for (c, phase), coef in coefs.items():
-        scales[c][:, _columns(width, phase)[0]] = coef.predict_scale(ctx.features(c, rows, phase)[1])
-    return scales
+            feats = ctx.flat[scale_idx]
+            residuals = ctx.state[1, c, 1:][:, x]
+            coefs[(c, phase)] = _Coefficients(
+                mean_coefs[phase], _lstsq_fixed(feats, residuals, SCALE_BITS, _UINT16)
+            )
+            scales[c][:, x] = _scale_of(coefs[(c, phase)].scale, feats)
+    return coefs, means, scales
 
 
 def _coding_order(a: np.ndarray) -> np.ndarray:
@@ -201,10 +215,11 @@ def _dequantize(
 
 @dataclass(frozen=True)
 class Quantized:
-    """What the encoder decided: symbols, their integer predicted means, and header values."""
+    """What the encoder decided: symbols, their integer model parameters, and header values."""
 
     symbols: np.ndarray
     means: np.ndarray
+    scales: np.ndarray
     steps: np.ndarray
     shrinks: np.ndarray
     coefs: dict[tuple[int, int], _Coefficients]
@@ -232,12 +247,12 @@ def quantize(latent: np.ndarray, quality: int) -> Quantized:
     steps = channel_steps(quality, latent.shape[0])
     ratio = latent / steps[:, None, None]
     symbols = np.clip(np.round(ratio), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
-    coefs, means = _fit(symbols)
+    coefs, means, scales = _fit(symbols)
     toward = _shrink_toward(means, symbols)
     num = ((ratio - symbols) * toward).sum(axis=(1, 2))
     den = np.maximum((toward**2).sum(axis=(1, 2)), 1e-12)
     shrinks = np.clip(np.round(num / den * 256), 0, 255) / 256
-    return Quantized(symbols, means, steps, shrinks, coefs)
+    return Quantized(symbols, means, scales, steps, shrinks, coefs)
 
 
 def _pack(q: Quantized, bound: int) -> bytes:
@@ -292,10 +307,7 @@ class EntropyCodedMethod(QuantizationMethod):
     def compress(self, latent: np.ndarray, quality: int) -> Compressed:
         """Code a float32 latent `(C, H, W)` at `quality` (1 = smallest, 100 = best)."""
         q = quantize(latent, quality)
-        ctx = _Context(*q.symbols.shape)
-        ctx.symbols[:, 1:] = q.symbols
-        ctx.residuals[:, 1:] = np.abs(q.symbols * (1 << MEAN_BITS) - q.means)
-        means, scales = _laplace_params(q.means, _scales(q.coefs, ctx))
+        means, scales = _laplace_params(q.means, q.scales)
         bound = int(np.abs(q.symbols).max()) + 1
         encoder = constriction.stream.queue.RangeEncoder()
         encoder.encode(
@@ -317,24 +329,23 @@ class EntropyCodedMethod(QuantizationMethod):
         ctx = _Context(channels, height, width)
         means = np.zeros(shape, np.int64)
         for c in range(channels):
+            phases = [
+                (_columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
+                for phase in _phases(width)
+            ]
             for y in range(height):
-                row = np.array([y])
-                for phase in _phases(width):
-                    coef = coefs[(c, phase)]
-                    mean_f, scale_f = ctx.features(c, row, phase)
-                    mu = coef.predict_mean(mean_f)[0]
-                    mean, scale = _laplace_params(mu, coef.predict_scale(scale_f)[0])
+                for x, mean_idx, scale_idx, coef in phases:
+                    mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
+                    scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
                     try:
-                        sym = decoder.decode(model, mean, scale).astype(np.int64)
+                        sym = decoder.decode(model, *_laplace_params(mu, scale))
                     except (ValueError, RuntimeError, AssertionError) as exc:
                         raise LatentFileError(f"ec payload does not decode: {exc}") from exc
-                    x = _columns(width, phase)[0]
-                    ctx.symbols[c, y + 1, x] = sym
-                    ctx.residuals[c, y + 1, x] = np.abs(sym * (1 << MEAN_BITS) - mu)
+                    ctx.set_symbols(c, y, x, sym.astype(np.int64), mu)
                     means[c, y, x] = mu
         if not decoder.maybe_exhausted():
             raise LatentFileError("ec payload has data past the coded symbols")
-        return _dequantize(ctx.symbols[:, 1:], means, steps, shrinks)
+        return _dequantize(ctx.state[0, :, 1:], means, steps, shrinks)
 
 
 register(EntropyCodedMethod())
