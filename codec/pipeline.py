@@ -18,7 +18,7 @@ from .settings import CodecSettings
 from .tiling import run_tiled
 
 ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
-DECODE_OVERLAP = 8  # latent positions shared by neighbouring decoder tiles
+DECODE_OVERLAP = 16  # latent positions shared by neighbouring decoder tiles
 
 
 class Codec:

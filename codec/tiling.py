@@ -17,10 +17,16 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def _ramp(size: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
-    """Blend weights along one axis: rising over the overlap unless at the border."""
+    """Blend weights along one axis over the overlap, unless at the border.
+
+    The outer quarter of an overlap gets weight 0 (what a model sees near a tile's edge is
+    least like the whole-image result), the rest rises linearly.
+    """
     weight = torch.ones(size)
+    margin = overlap // 4
     if overlap > 0:
-        ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        ramp = ((torch.arange(overlap, dtype=torch.float32) - margin + 0.5) / (overlap - margin))
+        ramp = ramp.clamp(0, 1)
         if not first:
             weight[:overlap] = ramp
         if not last:

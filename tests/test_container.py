@@ -1,0 +1,107 @@
+"""The .sdz container: round trip, and only LatentFileError on hostile bytes."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codec.container import HEADER_BYTES, MAGIC, MAX_LATENT_POSITIONS, LatentFile
+from codec.errors import LatentFileError
+from codec.spaces import SD1, SDXL
+
+
+def sample(**changes) -> LatentFile:
+    fields = dict(
+        space=SD1,
+        method_id=3,
+        encoder_family="taesd",
+        width=765,
+        height=510,
+        latent_shape=(4, 64, 96),
+        encoder_fingerprint=bytes(range(8)),
+        params=b"\x01\x02",
+        payload=bytes(range(200)),
+    )
+    fields.update(changes)
+    return LatentFile(**fields)
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_round_trip_keeps_every_field():
+    original = sample(space=SDXL, target_family="kl", encoder_family="kl")
+    data = original.to_bytes()
+    assert data.startswith(MAGIC)
+    assert len(data) == original.size
+    assert LatentFile.from_bytes(data) == original
+    assert original.padding == (3, 2)
+    assert original.bits_per_pixel == pytest.approx(len(data) * 8 / (765 * 510))
+
+
+def test_every_truncation_is_rejected():
+    data = sample().to_bytes()
+    for end in range(len(data)):
+        with pytest.raises(LatentFileError):
+            LatentFile.from_bytes(data[:end])
+
+
+def test_every_single_bit_flip_is_rejected():
+    data = sample().to_bytes()
+    for bit in range(len(data) * 8):
+        corrupted = bytearray(data)
+        corrupted[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(LatentFileError):
+            LatentFile.from_bytes(bytes(corrupted))
+
+
+def test_unknown_version_is_named():
+    body = bytearray(sample().to_bytes()[:-4])
+    body[4] = 9
+    with pytest.raises(LatentFileError, match="version 9 is not supported"):
+        LatentFile.from_bytes(with_crc(bytes(body)))
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "message"),
+    [
+        (5, "B", 77, "latent space"),
+        (7, "B", 9, "model family"),
+        (9, "B", 1, "flags"),
+        (10, "B", 3, "latent shape"),
+        (11, "<H", 0, "latent shape"),
+        (11, "<H", 65535, "latent shape"),
+        (15, "<I", 10_000, "does not fit"),
+    ],
+)
+def test_inconsistent_header_fields_with_valid_checksum(offset, fmt, value, message):
+    body = bytearray(sample().to_bytes()[:-4])
+    struct.pack_into(fmt, body, offset, value)
+    with pytest.raises(LatentFileError, match=message):
+        LatentFile.from_bytes(with_crc(bytes(body)))
+
+
+def test_huge_lengths_are_rejected_before_any_allocation():
+    body = bytearray(sample().to_bytes()[:HEADER_BYTES])
+    struct.pack_into("<I", body, HEADER_BYTES - 4, 0xFFFFFFFF)
+    with pytest.raises(LatentFileError, match="header says"):
+        LatentFile.from_bytes(with_crc(bytes(body)))
+
+
+def test_position_limit_covers_huge_shapes():
+    side = int(MAX_LATENT_POSITIONS**0.5) + 1
+    big = sample(latent_shape=(4, side, side), width=side * 8, height=side * 8)
+    with pytest.raises(LatentFileError, match="latent shape"):
+        LatentFile.from_bytes(big.to_bytes())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_latent_file_error(data):
+    with pytest.raises(LatentFileError):
+        LatentFile.from_bytes(MAGIC + data)
