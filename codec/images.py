@@ -40,7 +40,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             if image.width * image.height > max_pixels:
                 raise ImageInputError(
                     f"image is {image.width}x{image.height} = {image.width * image.height:,} "
-                    f"pixels, over the limit of {max_pixels:,}"
+                    f"pixels, over the limit of {max_pixels:,} pixels"
                 )
             image.seek(0)
             image.load()

@@ -43,11 +43,13 @@ def run_tiled(
 ) -> torch.Tensor:
     """Apply `fn` (which scales H and W by `scale`) to `x` `(B, C, H, W)` tile by tile.
 
-    Inputs no larger than `tile` go through `fn` whole, so small images are exact.
+    Inputs no larger than `tile` go through `fn` whole, so small images are exact. The
+    overlap is capped at half a tile.
     """
     height, width = x.shape[-2:]
     if height <= tile and width <= tile:
         return fn(x)
+    overlap = min(overlap, tile // 2)
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     out = weights = None
     for y in ys:
