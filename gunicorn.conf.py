@@ -1,0 +1,44 @@
+"""Gunicorn settings for Latent Gallery: one process, one model, many threads.
+
+Run: `gunicorn -c gunicorn.conf.py wsgi:app`. Environment: `LATENT_GALLERY_BIND`
+(default 127.0.0.1:8000), `LATENT_GALLERY_THREADS` (8), `LATENT_GALLERY_LOG_LEVEL` (info),
+plus the app's own `LATENT_GALLERY_*` settings.
+"""
+
+import os
+
+bind = os.environ.get("LATENT_GALLERY_BIND", "127.0.0.1:8000")
+
+# One worker: every worker process would load its own copy of the model (and, on a GPU, its
+# own CUDA context). Concurrency comes from threads: request threads parse uploads, read
+# the cache and wait on renders, while the worker's single decode thread runs the model.
+workers = 1
+worker_class = "gthread"
+threads = int(os.environ.get("LATENT_GALLERY_THREADS", "8"))
+
+# Never touch CUDA before the fork: the app is imported in the worker, not the master, and
+# the model loads on first use in that worker (a CUDA context does not survive fork()).
+preload_app = False
+
+# The gthread worker's heartbeat runs on its main loop, so a long upload encode does not
+# trip it; this only restarts a truly wedged worker. Renders carry their own deadline
+# (LATENT_GALLERY_DECODE_TIMEOUT, 503 past it), so no request thread hangs on the model.
+timeout = 120
+graceful_timeout = 30
+keepalive = 5
+
+# Uploads are read into memory (never spooled to disk); bound the request line and headers.
+limit_request_line = 8190
+limit_request_fields = 100
+
+_level = os.environ.get("LATENT_GALLERY_LOG_LEVEL", "info").upper()
+accesslog = "-"
+loglevel = _level.lower()
+# The app's loggers (webapp.*: model loading, storage repair) go to stderr with gunicorn's.
+logconfig_dict = {
+    "root": {"level": _level, "handlers": ["error_console"]},
+    "loggers": {
+        "gunicorn.error": {"level": _level, "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+}

@@ -1,0 +1,148 @@
+"""Fixtures for the web app: `app` and `client` (flaskr style) on a tiny random codec."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from codec import Codec, CodecSettings
+from tests.tiny_models import tiny_taesd
+from webapp import create_app
+from webapp.db import get_db
+from webapp.render import close_renderer, get_renderer
+
+UNLIMITED_UPLOADS = (10_000, 1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec() -> Codec:
+    """The codec's default method on a tiny random TAESD: fast, no downloads, no ../shared."""
+    model = tiny_taesd()
+    return Codec(CodecSettings(), encoder=model, decoder=model)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]]:
+    """Build apps over `tmp_path/data` (settings override the test defaults); all closed after."""
+    apps: list[Flask] = []
+
+    def make(**settings: Any) -> Flask:
+        config = {
+            "TESTING": True,
+            "CODEC": tiny_codec,
+            "DATA": tmp_path / "data",
+            "UPLOAD_RATE": UNLIMITED_UPLOADS,
+            **settings,
+        }
+        apps.append(create_app(config))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        close_renderer(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The app on the tiny codec, with its data folder in `tmp_path/data`."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of `app`."""
+    return app.test_client()
+
+
+def png_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    """A PNG of random pixels."""
+    return encode(noise(width, height, seed), "PNG")
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    """An RGB image of random pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """An image saved to bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def post_images(client: FlaskClient, *files: tuple[bytes, str], **kwargs: Any):
+    """POST /api/images with each (bytes, filename) as a `file` field."""
+    data = {"file": [(io.BytesIO(content), name) for content, name in files]}
+    return client.post("/api/images", data=data, **kwargs)
+
+
+def upload(client: FlaskClient, content: bytes | None = None, name: str = "a.png") -> dict:
+    """Upload one image through the API; its JSON (with the delete key)."""
+    response = post_images(client, (content or png_bytes(), name))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["images"][0]
+
+
+def data_files(app: Flask) -> list[str]:
+    """Every file under the app's data folder, relative, sorted."""
+    root = Path(app.config["DATA"])
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def snapshot(app: Flask) -> tuple[list[str], list[tuple]]:
+    """The data folder's files and the database rows: to check that nothing changed."""
+    return data_files(app), rows(app)
+
+
+def rows(app: Flask) -> list[tuple]:
+    """All rows of the images table."""
+    with app.app_context():
+        return [tuple(row) for row in get_db().execute("SELECT * FROM images ORDER BY seq")]
+
+
+def metric(client: FlaskClient, name: str, labels: str = "") -> float:
+    """A sample's value from /metrics (0 if absent): `metric(c, "latent_gallery_decodes_total")`."""
+    text = client.get("/metrics").get_data(as_text=True)
+    pattern = rf"^{re.escape(name)}{re.escape('{' + labels + '}') if labels else ''} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until `condition()` holds; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {condition}")
+        time.sleep(0.01)
+
+
+def wait_idle(app: Flask) -> None:
+    """Wait until the app's render service has nothing queued or in flight (e.g. warming)."""
+    renderer = get_renderer(app)
+    wait_until(renderer.idle)
+
+
+@contextlib.contextmanager
+def decoder_held(app: Flask) -> Iterator[None]:
+    """Block the decode thread inside its next forward pass (the model's own lock) until the
+    block exits: a deterministic busy model, with the real codec."""
+    lock = get_renderer(app).require_codec().decoder._lock
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,68 @@
+"""Settings: environment variables -> `app.config` (see the README's Configuration table)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SECRET_KEY_FILE = "secret_key"
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The app settings the `LATENT_GALLERY_*` variables give (defaults where unset)."""
+    return {
+        "DATA": Path(environ.get("LATENT_GALLERY_DATA", "instance")),
+        "CACHE_BYTES": int(_number(environ, "LATENT_GALLERY_CACHE_MB", 256) * 2**20),
+        "MAX_CONTENT_LENGTH": int(_number(environ, "LATENT_GALLERY_MAX_UPLOAD_MB", 25) * 2**20),
+        "SECRET_KEY": environ.get("LATENT_GALLERY_SECRET_KEY"),
+        "UPLOAD_RATE": parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
+        "RENDER_QUEUE": int(_number(environ, "LATENT_GALLERY_QUEUE", 64)),
+        "DECODE_TIMEOUT": _number(environ, "LATENT_GALLERY_DECODE_TIMEOUT", 30),
+        "RENDER_BATCH": int(_number(environ, "LATENT_GALLERY_BATCH", 8)),
+    }
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """`"30/minute"` -> (30 requests, 60.0 seconds)."""
+    match = _RATE.match(text)
+    if not match or int(match[1]) < 1:
+        raise ValueError(
+            f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
+        )
+    return int(match[1]), float(_PERIODS[match[2]])
+
+
+def persistent_secret_key(data: Path) -> str:
+    """The session key stored in `<data>/secret_key` (created 0600 on first use)."""
+    path = data / SECRET_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw}")
+    return value

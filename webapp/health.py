@@ -1,0 +1,34 @@
+"""`/healthz` (are the models loaded?) and `/metrics` (Prometheus text)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .render import get_renderer
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[dict, int]:
+    """200 once the models are loaded (loading them on first call); 503 naming the cause."""
+    renderer = get_renderer()
+    if renderer.codec is None:
+        return {"status": "unavailable", "cause": renderer.error}, 503
+    codec = renderer.codec
+    return {
+        "status": "ok",
+        "encoder": codec.encoder.describe(),
+        "decoder": codec.decoder.describe(),
+        "method": codec.settings.method,
+        "queue_depth": renderer.queue_depth,
+        "cache_bytes": renderer.cache.bytes,
+    }, 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """All counters of this app in the Prometheus text format."""
+    registry = current_app.extensions["latent_gallery.metrics"].registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

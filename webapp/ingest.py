@@ -1,0 +1,56 @@
+"""Uploads -> latent files: the bytes decide the type (allowlist, pixel limit), only the latent
+is kept. The upload is read from memory (see `InMemoryRequest`) and never written to disk."""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+from flask import Request, current_app
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import BadRequest
+
+from codec import ImageInputError, LatentFile
+from codec.methods import method_by_id
+
+from .render import get_renderer
+from .storage import ImageRecord, get_store
+
+
+class InMemoryRequest(Request):
+    """Keeps multipart file parts in memory (werkzeug spools parts over 500 KB to temp files);
+    `MAX_CONTENT_LENGTH` bounds the memory a request can take."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
+
+
+def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
+    """Decode, encode and store one uploaded file; warm its renders in the background.
+
+    Returns the record and its delete key; raises `BadRequest` for a file that is not an
+    acceptable image (its description says why).
+    """
+    data = upload.read()
+    if not data:
+        raise BadRequest("The file is empty.")
+    renderer = get_renderer()
+    codec = renderer.require_codec()
+    try:
+        image = codec.open(data)
+    except ImageInputError as exc:
+        raise BadRequest(f"Not an acceptable image: {exc}.") from None
+    latent = codec.encode(image)
+    method = method_by_id(LatentFile.from_bytes(latent).method_id).name
+    record, key = get_store().add(
+        latent, width=image.width, height=image.height, uploaded_bytes=len(data), method=method
+    )
+    current_app.extensions["latent_gallery.metrics"].uploads.inc()
+    renderer.warm(record.id, record.width)
+    return record, key
