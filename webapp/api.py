@@ -69,8 +69,8 @@ def upload() -> tuple[dict[str, Any], int]:
 @bp.get("/images")
 def list_images() -> dict[str, Any]:
     """A page of images, newest first; `next_cursor` is null on the last page."""
-    limit = request.args.get("limit", DEFAULT_LIMIT, type=int)
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
+    limit = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not limit.isdigit() or not 1 <= (limit := int(limit)) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.")
     try:
         records, cursor = get_store().list_images(limit, request.args.get("cursor"))

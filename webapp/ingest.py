@@ -45,7 +45,7 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
     try:
         image = codec.open(data)
     except ImageInputError as exc:
-        raise BadRequest(f"Not an acceptable image: {exc}.") from None
+        raise BadRequest(f"Not an acceptable image: {exc}") from None
     latent = codec.encode(image)
     method = method_by_id(LatentFile.from_bytes(latent).method_id).name
     record, key = get_store().add(
