@@ -6,10 +6,9 @@ import io
 import re
 from html.parser import HTMLParser
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from tests.conftest import png_bytes, upload
 from webapp import pages
 
 Tag = tuple[str, dict[str, str]]
@@ -51,31 +50,14 @@ def meta(html: str) -> dict[str, str]:
     }
 
 
-def png_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def csrf_token(client) -> str:
     html = client.get("/").get_data(as_text=True)
     return meta(html)["csrf-token"]
 
 
-def upload(client, count: int = 1) -> list[dict]:
-    """Upload `count` PNGs through the API as the page does; their JSON, oldest first."""
-    token = csrf_token(client)
-    images = []
-    for seed in range(count):
-        response = client.post(
-            "/api/images",
-            data={"file": (io.BytesIO(png_bytes(seed=seed)), f"photo{seed}.png")},
-            headers={"X-CSRF-Token": token},
-        )
-        assert response.status_code == 201, response.get_data(as_text=True)
-        images.extend(response.get_json()["images"])
-    return images
+def upload_many(client, count: int) -> list[dict]:
+    """Upload `count` different PNGs through the API; their JSON, oldest first."""
+    return [upload(client, png_bytes(seed=seed)) for seed in range(count)]
 
 
 def card_ids(html: str) -> list[str]:
@@ -91,7 +73,7 @@ def test_empty_gallery_invites_an_upload(client):
 
 
 def test_gallery_shows_cards_newest_first_with_sizes(client):
-    first, second = upload(client, 2)
+    first, second = upload_many(client, 2)
     html = client.get("/").get_data(as_text=True)
     assert card_ids(html) == [second["id"], first["id"]]
     thumbs = [a for t, a in parse(html).tags if t == "img" and "/i/" in a.get("src", "")]
@@ -106,7 +88,7 @@ def test_gallery_shows_cards_newest_first_with_sizes(client):
 
 def test_load_more_pages_with_htmx_and_plain_links(client, monkeypatch):
     monkeypatch.setattr(pages, "PAGE_SIZE", 2)
-    oldest, *_ = upload(client, 3)
+    oldest, *_ = upload_many(client, 3)
     html = client.get("/").get_data(as_text=True)
     assert len(card_ids(html)) == 2
     (more,) = [a for t, a in parse(html).tags if t == "a" and "hx-get" in a]
@@ -121,7 +103,7 @@ def test_load_more_pages_with_htmx_and_plain_links(client, monkeypatch):
 
 
 def test_card_fragment(client):
-    (image,) = upload(client)
+    image = upload(client)
     response = client.get(f"/fragments/card/{image['id']}")
     assert response.status_code == 200
     assert card_ids(response.get_data(as_text=True)) == [image["id"]]
@@ -129,7 +111,7 @@ def test_card_fragment(client):
 
 
 def test_image_page_facts_and_social_tags(client):
-    (image,) = upload(client)
+    image = upload(client)
     response = client.get(f"/i/{image['id']}")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
@@ -143,7 +125,7 @@ def test_image_page_facts_and_social_tags(client):
     assert f'value="{page_url}"' in html  # the share link
     assert f'href="{page_url}.png" download' in html
     assert f'/i/{image["id"]}.sdz"' in html
-    assert "64 \N{MULTIPLICATION SIGN} 48 px" in html and "bits per pixel" in html
+    assert "64 \N{MULTIPLICATION SIGN} 48 px" in html and "Bits per pixel" in html
     assert "No pixels, EXIF or GPS data are kept" in html
 
 
@@ -172,7 +154,7 @@ def test_own_assets_have_content_hash_urls(client):
 
 @pytest.mark.parametrize("path", ["/", "/i/{id}", "/i/missing-image-id"])
 def test_pages_are_csp_safe(client, path):
-    (image,) = upload(client)
+    image = upload(client)
     html = client.get(path.format(id=image["id"])).get_data(as_text=True)
     parsed = parse(html)
     assert parsed.inline_code == []
@@ -193,15 +175,17 @@ def test_missing_image_gets_a_friendly_404_page(client):
 
 
 def test_no_js_upload_form_redirects_to_the_image_and_shows_its_key(client):
+    token = csrf_token(client)
     response = client.post(
-        "/upload",
-        data={"csrf_token": csrf_token(client), "file": (io.BytesIO(png_bytes()), "a.png")},
+        "/upload", data={"csrf_token": token, "file": (io.BytesIO(png_bytes()), "a.png")}
     )
     assert response.status_code == 303
     image_id = response.headers["Location"].rsplit("/", 1)[-1]
     html = client.get(f"/i/{image_id}").get_data(as_text=True)
     (key,) = re.findall(rf'data-image-id="{image_id}" data-delete-key="([^"]+)"', html)
-    deleted = client.delete(f"/api/images/{image_id}", headers={"X-Delete-Key": key})
+    deleted = client.delete(
+        f"/api/images/{image_id}", headers={"X-Delete-Key": key, "X-CSRF-Token": token}
+    )
     assert deleted.status_code == 204
     assert "data-delete-key" not in client.get("/").get_data(as_text=True)  # shown once
 
@@ -230,4 +214,15 @@ def test_no_js_upload_errors_are_html_pages(client):
 def test_a_broken_cursor_is_a_400_page(client):
     response = client.get("/?cursor=not-a-cursor")
     assert response.status_code == 400
+    assert "Back to the gallery" in response.get_data(as_text=True)
+
+
+def test_no_js_uploads_are_rate_limited(make_app):
+    client = make_app(UPLOAD_RATE=(1, 3600.0)).test_client()
+    token = csrf_token(client)
+    for expected in (303, 429):
+        data = {"csrf_token": token, "file": (io.BytesIO(png_bytes()), "a.png")}
+        response = client.post("/upload", data=data)
+        assert response.status_code == expected
+    assert "Retry-After" in response.headers
     assert "Back to the gallery" in response.get_data(as_text=True)

@@ -12,7 +12,6 @@ import js_lib_htmx
 from flask import (
     Blueprint,
     Response,
-    abort,
     current_app,
     flash,
     redirect,
@@ -24,13 +23,15 @@ from flask import (
 )
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from webapp.ingest import ingest
-from webapp.storage import ImageRecord, get_store
+from .ingest import ingest
+from .render import THUMB_WIDTHS
+from .security import limit_uploads
+from .storage import ImageRecord, get_record_or_404, get_store
 
 bp = Blueprint("pages", __name__)
 
 PAGE_SIZE = 24
-THUMB_WIDTH = 256
+THUMB_WIDTH = THUMB_WIDTHS[0]  # the card's src; the larger widths go in its srcset
 ONE_YEAR = 365 * 24 * 3600
 HTMX_FILE = Path(js_lib_htmx.__file__).parent / "static" / "htmx" / "htmx.min.js"
 HTMX_VERSION = re.search(rb'version:"([^"]+)"', HTMX_FILE.read_bytes()).group(1).decode()
@@ -54,13 +55,13 @@ def cards() -> str:
 @bp.get("/fragments/card/<image_id>")
 def card(image_id: str) -> str:
     """One card, inserted at the top of the grid after a JS upload."""
-    return render_template("_card.html", image=_record(image_id))
+    return render_template("_card.html", image=get_record_or_404(image_id))
 
 
 @bp.get("/i/<image_id>")
 def image(image_id: str) -> str:
     """One image with its facts, share link, downloads and delete button."""
-    record = _record(image_id)
+    record = get_record_or_404(image_id)
     return render_template(
         "image.html",
         image=record,
@@ -72,6 +73,7 @@ def image(image_id: str) -> str:
 @bp.post("/upload")
 def upload() -> Response:
     """The no-JS upload form: ingest each file, then go to its page (one) or the gallery."""
+    limit_uploads()
     files = [f for f in request.files.getlist("file") if f.filename]
     if not files:
         raise BadRequest("Choose at least one image to upload.")
@@ -136,8 +138,17 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 
 @bp.app_template_filter()
 def thumb_url(record: ImageRecord) -> str:
-    """The URL of an image's thumbnail PNG."""
+    """The URL of an image's `THUMB_WIDTH` thumbnail PNG."""
     return url_for("media.png", image_id=record.id, w=THUMB_WIDTH)
+
+
+@bp.app_template_filter()
+def thumb_srcset(record: ImageRecord) -> str:
+    """An `srcset` of an image's thumbnails (sharp cards on wide and high-DPI screens)."""
+    return ", ".join(
+        f"{url_for('media.png', image_id=record.id, w=w)} {min(w, record.width)}w"
+        for w in THUMB_WIDTHS
+    )
 
 
 def _gallery_page() -> tuple[list[ImageRecord], str | None]:
@@ -145,12 +156,6 @@ def _gallery_page() -> tuple[list[ImageRecord], str | None]:
         return get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
     except ValueError:
         raise BadRequest("This gallery link is broken: its page cursor is not valid.") from None
-
-
-def _record(image_id: str) -> ImageRecord:
-    return get_store().get(image_id) or abort(
-        404, "No image has this address: maybe it was deleted."
-    )
 
 
 @lru_cache(maxsize=64)
