@@ -1,0 +1,76 @@
+"""Acceptance on real data: TAESD weights and a Kodak photo from ../shared."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import Codec, CodecSettings, LatentFile
+from codec.images import image_to_tensor
+from tests.shared import kodak_path, taesd_path
+
+pytestmark = pytest.mark.shared
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    weights = str(taesd_path())
+    return Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def kodim23(codec) -> Image.Image:
+    return codec.open(kodak_path("kodim23.png"))
+
+
+def test_default_quality_is_small_and_close_to_the_float_round_trip(codec, kodim23):
+    latent = codec.latent_of(kodim23)
+    float_trip = codec.decode_latents(torch.from_numpy(latent)[None])[0]
+    float_psnr = psnr(kodim23, Image.fromarray(
+        float_trip.mul(255).round().byte().permute(1, 2, 0).numpy()
+    ))  # fmt: skip
+    data = codec.pack(latent, kodim23.width, kodim23.height)
+    header = LatentFile.from_bytes(data)
+    assert header.bits_per_pixel <= 0.15
+    decoded = codec.decode(data)
+    assert decoded.size == (768, 512)
+    assert psnr(kodim23, decoded) >= float_psnr - 1.0
+
+
+def test_palette_baseline_is_about_five_kilobytes_per_512_square(codec, kodim23):
+    data = codec.pack(codec.latent_of(kodim23), kodim23.width, kodim23.height, method="palette")
+    per_512_square = len(data) * (512 * 512) / (768 * 512)
+    assert 3000 < per_512_square < 6500
+    assert psnr(kodim23, codec.decode(data)) > 22
+
+
+def test_tiled_decode_matches_whole_decode(codec, kodim23):
+    latent = torch.from_numpy(codec.latent_of(kodim23))[None]
+    whole = codec.decode_latents(latent)
+    tiled_codec = Codec(CodecSettings(tile=256), encoder=codec.encoder, decoder=codec.decoder)
+    tiled = tiled_codec.decode_latents(latent)
+    mse = torch.mean((whole - tiled) ** 2).item()
+    assert 10 * np.log10(1 / mse) > 40
+
+
+def test_cli_round_trip_of_kodim23(tmp_path):
+    weights = str(taesd_path())
+    env = {"LATENT_GALLERY_ENCODER": weights, "LATENT_GALLERY_DECODER": weights, "PATH": ""}
+    sdz, png = tmp_path / "k.sdz", tmp_path / "k.png"
+    cli = [sys.executable, "-m", "codec.cli"]
+    for args in (["encode", str(kodak_path("kodim23.png")), "-o", str(sdz)], ["decode", str(sdz), "-o", str(png)]):
+        done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert sdz.stat().st_size * 8 / (768 * 512) <= 0.15
+    assert Image.open(png).size == (768, 512)
+    assert image_to_tensor(Image.open(png)).shape == (1, 3, 512, 768)
