@@ -1,0 +1,226 @@
+"""Rendering on demand: PNG caching and ETags, thumbnails, warming, single-flight,
+micro-batching, backpressure and deadlines, health and metrics (tiny real codec)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import (
+    decoder_held,
+    metric,
+    png_bytes,
+    post_images,
+    upload,
+    wait_idle,
+    wait_until,
+)
+from webapp.render import get_renderer
+
+DECODES = "latent_gallery_decodes_total"
+
+
+def uploaded(make_app, count: int = 1, width: int = 64, height: int = 48) -> list[dict]:
+    """Upload `count` images through one app and wait for its warming to end; a later
+    `make_app()` over the same data folder starts with an empty cache."""
+    app = make_app()
+    files = [(png_bytes(width, height, seed), f"{seed}.png") for seed in range(count)]
+    images = post_images(app.test_client(), *files).get_json()["images"]
+    wait_idle(app)
+    return images
+
+
+def in_thread(client, url: str) -> tuple[threading.Thread, list]:
+    """GET `url` in a new thread; the response lands in the returned list."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(client.get(url)))
+    thread.start()
+    return thread, result
+
+
+def wait_decoding(app) -> None:
+    """Wait until the decode thread has taken its job off the queue, and past the batch window."""
+    renderer = get_renderer(app)
+    wait_until(lambda: renderer.queue_depth == 0 and not renderer.idle())
+    time.sleep(0.1)
+
+
+def test_png_is_immutable_with_an_etag_and_304(client):
+    image = upload(client, png_bytes(80, 56))
+    response = client.get(f"/i/{image['id']}.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert Image.open(io.BytesIO(response.data)).size == (80, 56)
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    etag = response.headers["ETag"]
+    again = client.get(f"/i/{image['id']}.png", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    thumb = client.get(f"/i/{image['id']}.png?w=256")
+    assert thumb.headers["ETag"] == etag  # 80 px wide: w=256 is the full-size render
+
+
+def test_cached_png_is_served_from_memory(client):
+    image = upload(client)
+    client.get(f"/i/{image['id']}.png")
+    hits = metric(client, "latent_gallery_cache_hits_total")
+    start = time.perf_counter()
+    for _ in range(20):
+        assert client.get(f"/i/{image['id']}.png").status_code == 200
+    per_request = (time.perf_counter() - start) / 20
+    assert metric(client, "latent_gallery_cache_hits_total") == hits + 20
+    assert per_request < 0.05
+
+
+def test_thumbnails_come_in_fixed_widths(client):
+    image = upload(client, png_bytes(320, 200))
+    thumb = client.get(f"/i/{image['id']}.png?w=256")
+    assert Image.open(io.BytesIO(thumb.data)).size == (256, 160)
+    full = client.get(f"/i/{image['id']}.png").data
+    assert client.get(f"/i/{image['id']}.png?w=512").data == full  # never upscaled
+    for bad in ("300", "abc", "-256", ""):
+        response = client.get(f"/i/{image['id']}.png?w={bad}")
+        assert response.status_code == 400 and response.mimetype == "text/html"
+
+
+def test_upload_warms_the_full_size_and_thumbnails_with_one_decode(app, client):
+    image = upload(client, png_bytes(600, 400))
+    wait_idle(app)
+    assert metric(client, DECODES) == 1
+    sizes = [
+        Image.open(io.BytesIO(client.get(f"/i/{image['id']}.png{query}").data)).size
+        for query in ("", "?w=256", "?w=512")
+    ]
+    assert sizes == [(600, 400), (256, 171), (512, 341)]
+    assert metric(client, "latent_gallery_cache_misses_total") == 0
+    assert metric(client, DECODES) == 1
+
+
+def test_thumbnail_of_a_cached_full_size_needs_no_decode(make_app):
+    [image] = uploaded(make_app, width=600, height=400)
+    client = make_app().test_client()
+    client.get(f"/i/{image['id']}.png")
+    assert Image.open(io.BytesIO(client.get(f"/i/{image['id']}.png?w=256").data)).size == (256, 171)
+    assert metric(client, DECODES) == 1
+
+
+def test_32_concurrent_requests_for_one_uncached_png_decode_once(make_app):
+    [image] = uploaded(make_app)
+    app = make_app()
+    client = app.test_client()
+    url = f"/i/{image['id']}.png"
+    with ThreadPoolExecutor(32) as pool, decoder_held(app):
+        futures = [pool.submit(app.test_client().get, url) for _ in range(32)]
+        wait_until(lambda: metric(client, "latent_gallery_coalesced_requests_total") == 31)
+    responses = [future.result() for future in futures]
+    assert [r.status_code for r in responses] == [200] * 32
+    assert len({r.data for r in responses}) == 1
+    assert metric(client, DECODES) == 1
+
+
+def test_same_shape_latents_share_one_forward_pass(make_app):
+    images = uploaded(make_app, count=4)
+    app = make_app()
+    client = app.test_client()
+    with decoder_held(app):
+        first = in_thread(client, f"/i/{images[0]['id']}.png")
+        wait_decoding(app)
+        rest = [in_thread(client, f"/i/{image['id']}.png") for image in images[1:]]
+        wait_until(lambda: get_renderer(app).queue_depth == 3)
+    for thread, result in [first, *rest]:
+        thread.join(timeout=30)
+        assert result[0].status_code == 200
+    assert metric(client, DECODES) == 4
+    assert metric(client, "latent_gallery_decode_seconds_count") == 2
+    assert metric(client, "latent_gallery_decode_batch_size_bucket", 'le="2.0"') == 1  # [1, 3]
+
+
+def test_full_queue_is_503_with_retry_after(make_app):
+    images = uploaded(make_app, count=3)
+    app = make_app(RENDER_QUEUE=1)
+    client = app.test_client()
+    with decoder_held(app):
+        decoding = in_thread(client, f"/i/{images[0]['id']}.png")
+        wait_decoding(app)
+        queued = in_thread(client, f"/i/{images[1]['id']}.png")
+        wait_until(lambda: get_renderer(app).queue_depth == 1)
+        refused = client.get(f"/i/{images[2]['id']}.png")
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+        assert refused.mimetype == "text/html"
+    for thread, result in (decoding, queued):
+        thread.join(timeout=30)
+        assert result[0].status_code == 200
+    assert metric(client, "latent_gallery_rejected_requests_total", 'reason="queue_full"') == 1
+    assert client.get(f"/i/{images[2]['id']}.png").status_code == 200
+
+
+def test_decode_past_its_deadline_is_503_and_finishes_for_later(make_app):
+    [image] = uploaded(make_app)
+    app = make_app(DECODE_TIMEOUT=0.3)
+    client = app.test_client()
+    with decoder_held(app):
+        start = time.monotonic()
+        response = client.get(f"/i/{image['id']}.png")
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert 0.3 <= time.monotonic() - start < 5
+    wait_idle(app)
+    assert client.get(f"/i/{image['id']}.png").status_code == 200
+    assert metric(client, DECODES) == 1
+    assert metric(client, "latent_gallery_rejected_requests_total", 'reason="deadline"') == 1
+
+
+def test_latent_file_download_decodes_to_the_served_png(app, client):
+    image = upload(client)
+    response = client.get(f"/i/{image['id']}.sdz")
+    assert response.mimetype == "application/octet-stream"
+    assert response.headers["Content-Disposition"] == f"attachment; filename={image['id']}.sdz"
+    assert "immutable" in response.headers["Cache-Control"]
+    decoded = get_renderer(app).require_codec().decode(response.data)
+    png = Image.open(io.BytesIO(client.get(f"/i/{image['id']}.png").data))
+    assert np.array_equal(np.asarray(decoded), np.asarray(png))
+
+
+def test_delete_evicts_the_renders(app, client):
+    image = upload(client)
+    wait_idle(app)
+    assert metric(client, "latent_gallery_cache_bytes") > 0
+    client.delete(f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]})
+    assert metric(client, "latent_gallery_cache_bytes") == 0
+
+
+def test_healthz_once_the_models_are_loaded(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok"
+    assert "taesd" in response.get_json()["decoder"]
+
+
+def test_healthz_503_names_the_cause_when_the_model_cannot_load(make_app, tmp_path, monkeypatch):
+    missing = str(tmp_path / "no-weights")
+    monkeypatch.setenv("LATENT_GALLERY_ENCODER", missing)
+    monkeypatch.setenv("LATENT_GALLERY_DECODER", missing)
+    client = make_app(CODEC=None).test_client()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unavailable"
+    assert "no-weights" in response.get_json()["cause"]
+    refused = post_images(client, (png_bytes(), "a.png"))
+    assert refused.status_code == 503 and "not loaded" in refused.get_json()["error"]["message"]
+
+
+def test_metrics_expose_the_render_counters(client):
+    text = client.get("/metrics").get_data(as_text=True)
+    for name in (
+        "latent_gallery_decodes_total",
+        "latent_gallery_decode_seconds_bucket",
+        "latent_gallery_cache_hits_total",
+        "latent_gallery_cache_misses_total",
+        "latent_gallery_cache_bytes",
+        "latent_gallery_coalesced_requests_total",
+        "latent_gallery_queue_depth",
+    ):
+        assert f"\n{name}" in text
+    assert "# TYPE latent_gallery_rejected_requests_total counter" in text
