@@ -1,9 +1,9 @@
 """Latent Gallery's codec: images stored as quantized, entropy-coded SD VAE latents.
 
-    >>> from codec import Codec
-    >>> codec = Codec.from_env()
-    >>> data = codec.encode("photo.jpg")          # bytes of a .sdz latent file
-    >>> image = codec.decode(data)                # PIL.Image
+>>> from codec import Codec
+>>> codec = Codec.from_env()
+>>> data = codec.encode("photo.jpg")          # bytes of a .sdz latent file
+>>> image = codec.decode(data)                # PIL.Image
 """
 
 from .container import LatentFile

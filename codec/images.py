@@ -48,7 +48,9 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         except ImageInputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageInputError(f"image is over the limit of {max_pixels:,} pixels ({exc})") from None
+            raise ImageInputError(
+                f"image is over the limit of {max_pixels:,} pixels ({exc})"
+            ) from None
         except UnidentifiedImageError:
             raise ImageInputError(
                 f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})"

@@ -25,7 +25,7 @@ class CodecSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CodecSettings:
-        """Read `LATENT_GALLERY_ENCODER`, `_DECODER`, `_DEVICE`, `_MAX_PIXELS`, `_TILE`, `_METHOD`."""
+        """Read the `LATENT_GALLERY_*` variables listed in the README."""
         defaults = cls()
         return cls(
             encoder=environ.get("LATENT_GALLERY_ENCODER", defaults.encoder),

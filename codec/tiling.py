@@ -25,7 +25,7 @@ def _ramp(size: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
     weight = torch.ones(size)
     margin = overlap // 4
     if overlap > 0:
-        ramp = ((torch.arange(overlap, dtype=torch.float32) - margin + 0.5) / (overlap - margin))
+        ramp = (torch.arange(overlap, dtype=torch.float32) - margin + 0.5) / (overlap - margin)
         ramp = ramp.clamp(0, 1)
         if not first:
             weight[:overlap] = ramp

@@ -66,7 +66,11 @@ def test_target_bytes_and_method(env, photos, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "damage",
-    [lambda d: d[: len(d) // 2], lambda d: d[:20] + bytes([d[20] ^ 4]) + d[21:], lambda d: os.urandom(300)],
+    [
+        lambda d: d[: len(d) // 2],
+        lambda d: d[:20] + bytes([d[20] ^ 4]) + d[21:],
+        lambda d: os.urandom(300),
+    ],
     ids=["truncated", "bit-flip", "random"],
 )
 def test_bad_latent_files_exit_1_with_one_line(env, photos, tmp_path, capsys, damage):
@@ -94,6 +98,8 @@ def test_real_process_exit_codes(env, tmp_path):
     assert usage.returncode == 2 and "usage:" in usage.stderr
     junk = tmp_path / "junk.sdz"
     junk.write_bytes(b"SDZ\x1a" + os.urandom(100))
-    failed = subprocess.run([*command, "info", str(junk)], capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [*command, "info", str(junk)], capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 1
     assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr

@@ -72,7 +72,7 @@ def test_target_bytes_gives_the_largest_file_that_fits(codec):
 
 
 def test_quality_out_of_range_is_refused(codec):
-    with pytest.raises(ValueError, match="1..100"):
+    with pytest.raises(ValueError, match=r"1\.\.100"):
         codec.encode(noise_image(8, 8), quality=0)
 
 

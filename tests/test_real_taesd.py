@@ -68,7 +68,10 @@ def test_cli_round_trip_of_kodim23(tmp_path):
     env = {"LATENT_GALLERY_ENCODER": weights, "LATENT_GALLERY_DECODER": weights, "PATH": ""}
     sdz, png = tmp_path / "k.sdz", tmp_path / "k.png"
     cli = [sys.executable, "-m", "codec.cli"]
-    for args in (["encode", str(kodak_path("kodim23.png")), "-o", str(sdz)], ["decode", str(sdz), "-o", str(png)]):
+    for args in (
+        ["encode", str(kodak_path("kodim23.png")), "-o", str(sdz)],
+        ["decode", str(sdz), "-o", str(png)],
+    ):
         done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     assert sdz.stat().st_size * 8 / (768 * 512) <= 0.15

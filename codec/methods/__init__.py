@@ -44,4 +44,4 @@ __all__ = [
     "register",
 ]
 
-from . import ec, palette, q8  # noqa: E402  (registers the built-in methods)
+from . import ec, palette, q8  # noqa: E402, F401  (importing registers the built-in methods)

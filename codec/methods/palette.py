@@ -38,8 +38,7 @@ class PaletteMethod(QuantizationMethod):
     default_quality = 100
 
     def compress(self, latent: np.ndarray, quality: int) -> Compressed:
-        channels, height, width = latent.shape
-        if channels != 4:
+        if latent.shape[0] != 4:
             raise ValueError("the palette method needs 4-channel latents (an RGBA image)")
         q = np.clip(np.floor(latent / STEP + CENTER + 0.5), 0, 255).astype(np.uint8)
         rgba = Image.fromarray(np.ascontiguousarray(q.transpose(1, 2, 0)), "RGBA")

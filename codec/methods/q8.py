@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lzma
-import struct
 
 import numpy as np
 

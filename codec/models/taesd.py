@@ -60,7 +60,8 @@ def load_comfy_pair(encoder_file: Path, decoder_file: Path) -> AutoencoderTiny:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelLoadError(
-            f"{encoder_file.parent}: not a TAESD pair (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{encoder_file.parent}: not a TAESD pair "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model
 
