@@ -1,0 +1,55 @@
+"""Decode throughput of the latent decoder by batch size, on the auto-selected device.
+
+    python -m benchmarks.decode_speed --weights DIR --kodak DIR [--device cuda]
+
+Prints one row per batch size: seconds per batch, images per second, and the PSNR of the
+first image against the CPU float32 decode (so fp16 on CUDA is checked, not assumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec import Codec, CodecSettings
+from codec.models import load_autoencoder
+
+
+def main() -> None:
+    """Run the measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="../shared/weights/taesd")
+    parser.add_argument("--kodak", type=Path, default=Path("../shared/images/kodak"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", default="1,2,4,8,16")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    codec = Codec(CodecSettings(encoder=args.weights, decoder=args.weights, device=args.device))
+    image = codec.open(args.kodak / "kodim23.png")
+    start = time.perf_counter()
+    latent = torch.from_numpy(codec.latent_of(image))[None]
+    print(f"device {codec.decoder.describe()}; encode {time.perf_counter() - start:.3f} s")
+    reference = load_autoencoder(args.weights, device="cpu").decode(latent)
+
+    print(f"{'batch':>5} {'s/batch':>9} {'images/s':>9} {'PSNR vs cpu fp32':>17}")
+    for batch in map(int, args.batches.split(",")):
+        latents = latent.repeat(batch, 1, 1, 1)
+        codec.decode_latents(latents)  # warm-up (kernels, allocator)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = codec.decode_latents(latents)
+            times.append(time.perf_counter() - start)
+        seconds = min(times)
+        mse = torch.mean((out[:1] - reference) ** 2).item()
+        agreement = 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+        print(f"{batch:>5} {seconds:>9.4f} {batch / seconds:>9.1f} {agreement:>17.1f}")
+
+
+if __name__ == "__main__":
+    main()
