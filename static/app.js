@@ -10,15 +10,16 @@
   const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
   const keyName = (imageId) => `lg-delete-${imageId}`;
 
+  // Like the server's `human_bytes` filter: powers of 1000.
   const formatBytes = (bytes) => {
     const units = ["B", "KB", "MB", "GB"];
     let value = bytes;
     let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) {
-      value /= 1024;
+    while (value >= 1000 && unit < units.length - 1) {
+      value /= 1000;
       unit += 1;
     }
-    return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+    return unit ? `${value.toFixed(1)} ${units[unit]}` : `${value} B`;
   };
 
   const errorMessage = (body, status) =>

@@ -32,9 +32,13 @@ KODAK = ("kodim23.png", "kodim05.png")  # both 768x512
 SERVER_START_S = 120
 STEP_MS = 60_000  # any one browser step: upload + encode on a CPU stays well under this
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Functions, not expressions: Playwright evaluates a bare expression with eval(), which the
+# page's Content-Security-Policy refuses.
 THUMBNAILS_LOADED = (
-    "[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth)"
+    "() => [...document.querySelectorAll('#grid .card img')]"
+    ".every(i => i.complete && i.naturalWidth)"
 )
+PICTURE_LOADED = "() => document.getElementById('picture').naturalWidth > 0"
 
 
 @pytest.fixture
@@ -138,7 +142,7 @@ def test_upload_browse_share_and_delete(chromium: Path, server: str) -> None:
 
             cards.first.locator("a").click()
             page.wait_for_url(f"{server}/i/*")
-            page.wait_for_function("document.getElementById('picture').naturalWidth > 0")
+            page.wait_for_function(PICTURE_LOADED)
             share_link = page.input_value("#share-link")
             assert share_link == page.url
             expect(page.locator("#delete-image")).to_be_visible()
@@ -148,7 +152,7 @@ def test_upload_browse_share_and_delete(chromium: Path, server: str) -> None:
             visitor = browser.new_context().new_page()
             visitor.set_default_timeout(STEP_MS)
             visitor.goto(share_link)
-            visitor.wait_for_function("document.getElementById('picture').naturalWidth > 0")
+            visitor.wait_for_function(PICTURE_LOADED)
             assert visitor.eval_on_selector("#picture", "img => img.naturalWidth") == 768
             expect(visitor.locator("#delete-image")).to_be_hidden()
 
