@@ -117,8 +117,16 @@
     });
   }
 
-  async function uploadAll(files, list, grid) {
-    const queue = Array.from(files, (file) => ({ file, row: addRow(list, file) }));
+  async function uploadAll(files, list, grid, limit) {
+    const queue = [];
+    for (const file of files) {
+      const row = addRow(list, file);
+      if (file.size > limit.bytes) {
+        setRow(row, "error", `Too large: ${formatBytes(file.size)} (the limit is ${limit.label}).`, 1);
+      } else {
+        queue.push({ file, row });
+      }
+    }
     const worker = async () => {
       for (let job = queue.shift(); job; job = queue.shift()) {
         await uploadOne(job.file, job.row, grid);
@@ -135,9 +143,10 @@
       return;
     }
     const input = form.querySelector('input[type="file"]');
+    const limit = { bytes: Number(form.dataset.maxBytes), label: form.dataset.maxLabel };
     const start = (files) => {
       if (files.length) {
-        uploadAll(files, list, grid);
+        uploadAll(files, list, grid, limit);
       }
     };
     input.required = false;

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.shared import kodak_path, taesd_path
 
@@ -41,7 +41,7 @@ THUMBNAILS_LOADED = (
 PICTURE_LOADED = "() => document.getElementById('picture').naturalWidth > 0"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium; skips without it, fails when `LATENT_GALLERY_REQUIRE_SHARED=1`."""
     if not CHROMIUM.exists():
@@ -73,16 +73,18 @@ def wait_until_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"gunicorn was not healthy within {SERVER_START_S} s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gunicorn serving the app on a free 127.0.0.1 port; its base URL."""
     weights = str(taesd_path())
+    tmp_path = tmp_path_factory.mktemp("server")
     url = f"http://127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "LATENT_GALLERY_DATA": str(tmp_path / "data"),
         "LATENT_GALLERY_ENCODER": weights,
         "LATENT_GALLERY_DECODER": weights,
+        "LATENT_GALLERY_MAX_UPLOAD_MB": "4",  # Kodak PNGs are under 1 MB; keeps "huge" small
     }
     log = tmp_path / "gunicorn.log"
     command = [
@@ -109,59 +111,89 @@ def server(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def test_upload_browse_share_and_delete(chromium: Path, server: str) -> None:
-    photos = [str(kodak_path(name)) for name in KODAK]
+@pytest.fixture(scope="module")
+def browser(chromium: Path) -> Iterator[Browser]:
+    """A headless Chromium (Debian's, driven by Playwright)."""
     expect.set_options(timeout=STEP_MS)
-    screenshots = os.environ.get("LATENT_GALLERY_SCREENSHOTS") == "1"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium, args=CHROMIUM_ARGS, timeout=STEP_MS
         )
         try:
-            owner = browser.new_context(viewport={"width": 1280, "height": 860})
-            owner.set_default_timeout(STEP_MS)
-            page = owner.new_page()
-            console_errors: list[str] = []
-            page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
-
-            page.goto(f"{server}/")
-            page.set_input_files("#file-input", photos)
-            expect(page.locator(".upload-item")).to_have_count(2)
-            expect(page.locator('.upload-item[data-state="done"]')).to_have_count(2)
-            assert page.eval_on_selector_all(
-                ".upload-item progress", "bars => bars.every(b => b.value === b.max)"
-            )
-            cards = page.locator("#grid .card")
-            expect(cards).to_have_count(2)
-            page.wait_for_function(THUMBNAILS_LOADED)
-            if screenshots:
-                page.screenshot(path=SCREENSHOTS / "gallery.png", animations="disabled")
-            page.reload()
-            expect(cards).to_have_count(2)
-            page.wait_for_function(THUMBNAILS_LOADED)
-
-            cards.first.locator("a").click()
-            page.wait_for_url(f"{server}/i/*")
-            page.wait_for_function(PICTURE_LOADED)
-            share_link = page.input_value("#share-link")
-            assert share_link == page.url
-            expect(page.locator("#delete-image")).to_be_visible()
-            if screenshots:
-                page.screenshot(path=SCREENSHOTS / "image.png", animations="disabled")
-
-            visitor = browser.new_context().new_page()
-            visitor.set_default_timeout(STEP_MS)
-            visitor.goto(share_link)
-            visitor.wait_for_function(PICTURE_LOADED)
-            assert visitor.eval_on_selector("#picture", "img => img.naturalWidth") == 768
-            expect(visitor.locator("#delete-image")).to_be_hidden()
-
-            page.once("dialog", lambda dialog: dialog.accept())
-            page.click("#delete-image")
-            page.wait_for_url(f"{server}/")
-            expect(cards).to_have_count(1)
-            assert visitor.goto(share_link).status == 404
-            expect(visitor.locator(".error-status")).to_have_text("404")
-            assert console_errors == []
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser: Browser) -> Page:
+    """A page in a fresh browser context (its own profile: storage, cookies)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(STEP_MS)
+    return context.new_page()
+
+
+def test_upload_browse_share_and_delete(browser: Browser, server: str) -> None:
+    photos = [str(kodak_path(name)) for name in KODAK]
+    screenshots = os.environ.get("LATENT_GALLERY_SCREENSHOTS") == "1"
+    page = new_page(browser)
+    console_errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+
+    page.goto(f"{server}/")
+    page.set_input_files("#file-input", photos)
+    expect(page.locator(".upload-item")).to_have_count(2)
+    expect(page.locator('.upload-item[data-state="done"]')).to_have_count(2)
+    assert page.eval_on_selector_all(
+        ".upload-item progress", "bars => bars.every(b => b.value === b.max)"
+    )
+    cards = page.locator("#grid .card")
+    expect(cards).to_have_count(2)
+    page.wait_for_function(THUMBNAILS_LOADED)
+    if screenshots:
+        page.screenshot(path=SCREENSHOTS / "gallery.png", animations="disabled")
+    page.reload()
+    expect(cards).to_have_count(2)
+    page.wait_for_function(THUMBNAILS_LOADED)
+
+    cards.first.locator("a").click()
+    page.wait_for_url(f"{server}/i/*")
+    page.wait_for_function(PICTURE_LOADED)
+    share_link = page.input_value("#share-link")
+    assert share_link == page.url
+    expect(page.locator("#delete-image")).to_be_visible()
+    if screenshots:
+        page.screenshot(path=SCREENSHOTS / "image.png", animations="disabled")
+
+    visitor = new_page(browser)
+    visitor.goto(share_link)
+    visitor.wait_for_function(PICTURE_LOADED)
+    assert visitor.eval_on_selector("#picture", "img => img.naturalWidth") == 768
+    expect(visitor.locator("#delete-image")).to_be_hidden()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-image")
+    page.wait_for_url(f"{server}/")
+    expect(cards).to_have_count(1)
+    assert visitor.goto(share_link).status == 404
+    expect(visitor.locator(".error-status")).to_have_text("404")
+    assert console_errors == []
+
+
+def test_upload_errors_are_shown_per_file(browser: Browser, server: str) -> None:
+    page = new_page(browser)
+    page.goto(f"{server}/")
+    limit = int(page.get_attribute("#upload-form", "data-max-bytes"))
+    cards = page.locator("#grid .card")
+    before = cards.count()
+    page.set_input_files(
+        "#file-input",
+        [
+            {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture"},
+            {"name": "huge.png", "mimeType": "image/png", "buffer": bytes(limit + 1)},
+        ],
+    )
+    rows = page.locator(".upload-item")
+    expect(rows.and_(page.locator('[data-state="error"]'))).to_have_count(2)
+    expect(rows.filter(has_text="notes.jpg")).to_contain_text("Not an acceptable image")
+    expect(rows.filter(has_text="huge.png")).to_contain_text("Too large")
+    expect(cards).to_have_count(before)

@@ -226,3 +226,12 @@ def test_no_js_uploads_are_rate_limited(make_app):
         assert response.status_code == expected
     assert "Retry-After" in response.headers
     assert "Back to the gallery" in response.get_data(as_text=True)
+
+
+def test_too_large_no_js_upload_is_a_413_page(make_app):
+    client = make_app(MAX_CONTENT_LENGTH=10_000).test_client()
+    data = {"csrf_token": csrf_token(client), "file": (io.BytesIO(bytes(20_000)), "big.png")}
+    response = client.post("/upload", data=data)
+    assert response.status_code == 413
+    assert response.mimetype == "text/html"
+    assert "Back to the gallery" in response.get_data(as_text=True)

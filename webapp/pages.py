@@ -24,6 +24,7 @@ from flask import (
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from .ingest import ingest
+from .media import ONE_YEAR
 from .render import THUMB_WIDTHS
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
@@ -32,7 +33,6 @@ bp = Blueprint("pages", __name__)
 
 PAGE_SIZE = 24
 THUMB_WIDTH = THUMB_WIDTHS[0]  # the card's src; the larger widths go in its srcset
-ONE_YEAR = 365 * 24 * 3600
 HTMX_FILE = Path(js_lib_htmx.__file__).parent / "static" / "htmx" / "htmx.min.js"
 HTMX_VERSION = re.search(rb'version:"([^"]+)"', HTMX_FILE.read_bytes()).group(1).decode()
 NEW_KEYS = "new_delete_keys"  # session: delete keys of no-JS uploads, shown once
@@ -137,18 +137,15 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 
 
 @bp.app_template_filter()
-def thumb_url(record: ImageRecord) -> str:
-    """The URL of an image's `THUMB_WIDTH` thumbnail PNG."""
-    return url_for("media.png", image_id=record.id, w=THUMB_WIDTH)
+def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH) -> str:
+    """The URL of an image's thumbnail PNG of `width` (one of `THUMB_WIDTHS`)."""
+    return url_for("media.png", image_id=record.id, w=width)
 
 
 @bp.app_template_filter()
 def thumb_srcset(record: ImageRecord) -> str:
     """An `srcset` of an image's thumbnails (sharp cards on wide and high-DPI screens)."""
-    return ", ".join(
-        f"{url_for('media.png', image_id=record.id, w=w)} {min(w, record.width)}w"
-        for w in THUMB_WIDTHS
-    )
+    return ", ".join(f"{thumb_url(record, w)} {min(w, record.width)}w" for w in THUMB_WIDTHS)
 
 
 def _gallery_page() -> tuple[list[ImageRecord], str | None]:
