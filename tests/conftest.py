@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,6 +106,17 @@ def data_files(app: Flask) -> list[str]:
 def snapshot(app: Flask) -> tuple[list[str], list[tuple]]:
     """The data folder's files and the database rows: to check that nothing changed."""
     return data_files(app), rows(app)
+
+
+def assert_consistent(data: Path) -> set[str]:
+    """Assert that a data folder is consistent: every row has its latent file, every file its
+    row, no temp file is left; returns the ids stored."""
+    uri = f"file:{data / 'gallery.sqlite3'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM images")}
+    files = {path.name for path in (data / "latents").iterdir()}
+    assert files == {f"{image_id}.sdz" for image_id in ids}, (sorted(files), sorted(ids))
+    return ids
 
 
 def rows(app: Flask) -> list[tuple]:
