@@ -1,0 +1,1 @@
+"""Rate-distortion benchmarks on the Kodak images (needs ../shared and the `bench` extra)."""

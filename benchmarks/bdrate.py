@@ -1,0 +1,66 @@
+"""Bjøntegaard delta rate and delta quality, piecewise cubic (PCHIP) interpolation.
+
+Each curve is a set of (rate, quality) points. BD-rate integrates log-rate as a function of
+quality over the quality range both curves cover and reports the mean rate difference in
+percent (negative: the test curve needs fewer bits for the same quality). BD-quality
+(BD-PSNR for PSNR) integrates quality over the shared log-rate range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+
+def _interval_mean(x: np.ndarray, y: np.ndarray, low: float, high: float) -> float:
+    """Mean of the PCHIP interpolant of points (x, y) over [low, high]; x strictly increasing."""
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("curve points must have distinct values on the integration axis")
+    return float(PchipInterpolator(x, y).integrate(low, high)) / (high - low)
+
+
+def _points(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    r, q = np.asarray(rate, dtype=float), np.asarray(quality, dtype=float)
+    if r.shape != q.shape or r.ndim != 1 or len(r) < 2:
+        raise ValueError("a curve needs at least two (rate, quality) points")
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(q)) and np.all(r > 0)):
+        raise ValueError("rates must be positive and finite, qualities finite")
+    return np.log(r), q
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, axis: str) -> tuple[float, float]:
+    low, high = max(a.min(), b.min()), min(a.max(), b.max())
+    if not low < high:
+        raise ValueError(f"the two curves do not overlap in {axis}")
+    return low, high
+
+
+def bd_rate(
+    ref_rate: Sequence[float],
+    ref_quality: Sequence[float],
+    test_rate: Sequence[float],
+    test_quality: Sequence[float],
+) -> float:
+    """Bjøntegaard delta rate of `test` against `ref`, in percent."""
+    ref_log, ref_q = _points(ref_rate, ref_quality)
+    test_log, test_q = _points(test_rate, test_quality)
+    low, high = _overlap(ref_q, test_q, "quality")
+    diff = _interval_mean(test_q, test_log, low, high) - _interval_mean(ref_q, ref_log, low, high)
+    return (float(np.exp(diff)) - 1) * 100
+
+
+def bd_quality(
+    ref_rate: Sequence[float],
+    ref_quality: Sequence[float],
+    test_rate: Sequence[float],
+    test_quality: Sequence[float],
+) -> float:
+    """Bjøntegaard delta quality (BD-PSNR when quality is PSNR) of `test` against `ref`."""
+    ref_log, ref_q = _points(ref_rate, ref_quality)
+    test_log, test_q = _points(test_rate, test_quality)
+    low, high = _overlap(ref_log, test_log, "rate")
+    return _interval_mean(test_log, test_q, low, high) - _interval_mean(ref_log, ref_q, low, high)

@@ -1,0 +1,65 @@
+"""Shared pieces of the benchmarks: paths, the codec, Kodak images and their cached latents."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from codec.pipeline import Codec
+from codec.settings import CodecSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DEFAULT_KODAK = SHARED / "images" / "kodak"
+DEFAULT_WEIGHTS = SHARED / "weights" / "taesd"
+DEFAULT_OUT = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A benchmark image, its float latent and the seconds the encoder took for it."""
+
+    name: str
+    image: Image.Image
+    latent: np.ndarray
+    latent_s: float
+
+
+def make_codec(weights: Path) -> Codec:
+    """A CPU codec with the same encoder and decoder (a TAESD folder or other model spec)."""
+    if not weights.exists():
+        raise SystemExit(f"{weights} is missing: pass --weights (the TAESD weights in ../shared)")
+    return Codec(
+        CodecSettings(encoder=str(weights), decoder=str(weights), device="cpu", method="palette")
+    )
+
+
+def kodak_paths(kodak: Path, count: int | None = None) -> list[Path]:
+    """The first `count` PNGs of the Kodak folder (all of them by default), sorted by name."""
+    paths = sorted(kodak.glob("*.png"))
+    if not paths:
+        raise SystemExit(f"no PNG images in {kodak}: pass --kodak (the Kodak set in ../shared)")
+    return paths[:count]
+
+
+def load_photo(codec: Codec, path: Path, cache: Path) -> Photo:
+    """The image at `path` and its latent, encoded once and then read from `cache`."""
+    image = Image.open(path).convert("RGB")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    key = f"{path.stem}-{digest}-{codec.encoder.encoder_fingerprint.hex()}.npz"
+    file = cache / key
+    if file.exists():
+        stored = np.load(file)
+        return Photo(path.stem, image, stored["latent"], float(stored["seconds"]))
+    start = time.perf_counter()
+    latent = codec.latent_of(image)
+    seconds = time.perf_counter() - start
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(file, latent=latent, seconds=seconds)
+    return Photo(path.stem, image, latent, seconds)

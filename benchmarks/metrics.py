@@ -1,0 +1,67 @@
+"""Image quality metrics on 8-bit RGB images: PSNR, MS-SSIM, SSIMULACRA 2, bits per pixel."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_msssim import ms_ssim as _ms_ssim
+from ssimulacra2 import compute_ssimulacra2
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def _same_size(reference: Image.Image, distorted: Image.Image) -> None:
+    if reference.size != distorted.size:
+        raise ValueError(f"image sizes differ: {reference.size} vs {distorted.size}")
+
+
+def psnr(reference: Image.Image, distorted: Image.Image) -> float:
+    """PSNR in dB over the three 8-bit RGB channels; `inf` for identical images."""
+    _same_size(reference, distorted)
+    diff = _rgb(reference).astype(np.float64) - _rgb(distorted).astype(np.float64)
+    mse = float(np.mean(diff * diff))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ms_ssim(reference: Image.Image, distorted: Image.Image) -> float:
+    """MS-SSIM (pytorch-msssim, 5 scales, 11-pixel Gaussian window) of 8-bit RGB, in [0, 1]."""
+    _same_size(reference, distorted)
+
+    def tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(_rgb(image).astype(np.float32)).permute(2, 0, 1)[None]
+
+    with torch.inference_mode():
+        return float(_ms_ssim(tensor(reference), tensor(distorted), data_range=255.0))
+
+
+def ssimulacra2(reference: Image.Image, distorted: Image.Image) -> float:
+    """SSIMULACRA 2 score (the `ssimulacra2` package): 100 = identical, ~70 = good, < 30 = bad."""
+    _same_size(reference, distorted)
+
+    def png(image: Image.Image) -> io.BytesIO:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "PNG", compress_level=0)
+        buffer.seek(0)
+        return buffer
+
+    return float(compute_ssimulacra2(png(reference), png(distorted)))
+
+
+def bits_per_pixel(n_bytes: int, width: int, height: int) -> float:
+    """File size in bits per image pixel."""
+    return 8 * n_bytes / (width * height)
+
+
+def measure(reference: Image.Image, distorted: Image.Image) -> dict[str, float]:
+    """All three quality metrics of a distorted image against its reference."""
+    return {
+        "psnr": psnr(reference, distorted),
+        "ms_ssim": ms_ssim(reference, distorted),
+        "ssimulacra2": ssimulacra2(reference, distorted),
+    }

@@ -1,0 +1,118 @@
+"""Benchmark metrics and Bjøntegaard deltas (needs the `bench` extra)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pytorch_msssim", reason="the bench extra is not installed")
+pytest.importorskip("scipy", reason="the bench extra is not installed")
+pytest.importorskip("ssimulacra2", reason="the bench extra is not installed")
+
+from benchmarks import bdrate, metrics
+
+RATES = [0.05, 0.08, 0.12, 0.2, 0.3]
+PSNRS = [21.0, 22.5, 23.6, 24.5, 25.0]
+
+
+def _noise_image(seed: int = 0, size: tuple[int, int] = (256, 192)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, size[0])[None, :, None] * np.ones((size[1], 1, 3))
+    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _shifted(image: Image.Image, delta: int) -> Image.Image:
+    pixels = np.asarray(image).astype(np.int16) + delta
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def test_psnr_identical_is_inf() -> None:
+    image = _noise_image()
+    assert metrics.psnr(image, image.copy()) == math.inf
+
+
+def test_psnr_of_known_error() -> None:
+    image = Image.new("RGB", (16, 16), (100, 100, 100))
+    assert metrics.psnr(image, _shifted(image, 5)) == pytest.approx(10 * math.log10(255**2 / 25))
+
+
+def test_psnr_refuses_size_mismatch() -> None:
+    with pytest.raises(ValueError, match="sizes differ"):
+        metrics.psnr(_noise_image(), _noise_image(size=(128, 192)))
+
+
+def test_ms_ssim_identical_and_degraded() -> None:
+    image = _noise_image()
+    assert metrics.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
+    noisy = _noise_image(seed=1)
+    assert metrics.ms_ssim(image, noisy) < metrics.ms_ssim(image, _shifted(image, 3)) < 1.0
+
+
+def test_ssimulacra2_orders_distortions() -> None:
+    image = _noise_image()
+    assert metrics.ssimulacra2(image, image) == pytest.approx(100.0)
+    mild, strong = _shifted(image, 2), _noise_image(seed=1)
+    assert metrics.ssimulacra2(image, strong) < metrics.ssimulacra2(image, mild) < 100.0
+
+
+def test_bits_per_pixel() -> None:
+    assert metrics.bits_per_pixel(4915, 768, 512) == pytest.approx(0.1, abs=1e-4)
+
+
+def test_bd_rate_of_curve_against_itself_is_zero() -> None:
+    assert bdrate.bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+    assert bdrate.bd_quality(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("factor, expected", [(0.5, -50.0), (2.0, 100.0), (0.8, -20.0)])
+def test_bd_rate_of_scaled_rates(factor: float, expected: float) -> None:
+    test_rates = [r * factor for r in RATES]
+    assert bdrate.bd_rate(RATES, PSNRS, test_rates, PSNRS) == pytest.approx(expected)
+
+
+def test_bd_rate_ignores_point_order() -> None:
+    half = [r / 2 for r in RATES]
+    assert bdrate.bd_rate(RATES[::-1], PSNRS[::-1], half, PSNRS) == pytest.approx(-50.0)
+
+
+def test_bd_quality_of_constant_gain() -> None:
+    better = [p + 1.5 for p in PSNRS]
+    assert bdrate.bd_quality(RATES, PSNRS, RATES, better) == pytest.approx(1.5)
+
+
+def test_bd_rate_uses_only_the_overlap() -> None:
+    # The test curve covers only the upper part of the reference's quality range, with half
+    # the rate there: the result must not be diluted by the part it does not cover. Curves
+    # linear in log-rate, which PCHIP reproduces exactly whatever the points.
+    rates = np.array([0.05, 0.08, 0.12, 0.2, 0.3])
+    psnrs = 30 + 4 * np.log(rates)
+    assert bdrate.bd_rate(rates, psnrs, rates[2:] / 2, psnrs[2:]) == pytest.approx(-50.0)
+
+
+def test_bd_rate_matches_closed_form_for_log_linear_curves() -> None:
+    # quality = a + b*ln(rate) on both curves: BD-rate is exp(-(a2-a1)/b) - 1 exactly.
+    rates = np.array([0.05, 0.1, 0.2, 0.4])
+    ref_q, test_q = 30 + 4 * np.log(rates), 31 + 4 * np.log(rates)
+    expected = (math.exp(-1 / 4) - 1) * 100
+    assert bdrate.bd_rate(rates, ref_q, rates, test_q) == pytest.approx(expected)
+
+
+def test_bd_fails_without_overlap() -> None:
+    with pytest.raises(ValueError, match="do not overlap"):
+        bdrate.bd_rate(RATES, PSNRS, RATES, [p + 10 for p in PSNRS])
+    with pytest.raises(ValueError, match="do not overlap"):
+        bdrate.bd_quality(RATES, PSNRS, [r * 10 for r in RATES], PSNRS)
+
+
+@pytest.mark.parametrize(
+    "rates, qualities",
+    [([0.1], [20.0]), ([0.1, 0.2], [20.0, 20.0]), ([0.1, -0.2], [20.0, 21.0]),
+     ([0.1, 0.2], [20.0, math.nan])],
+)  # fmt: skip
+def test_bd_rejects_bad_curves(rates: list[float], qualities: list[float]) -> None:
+    with pytest.raises(ValueError):
+        bdrate.bd_rate(rates, qualities, RATES, PSNRS)
