@@ -39,8 +39,15 @@ class Q8Method(QuantizationMethod):
             raise LatentFileError("bad q8 parameters (not finite)")
         lo, span = _range(bounds[:, 0], bounds[:, 1])
         size = channels * shape[1] * shape[2]
-        q = np.frombuffer(unlzma_exact(payload, size, _FILTERS), np.uint8).reshape(shape)
+        q = np.frombuffer(unlzma_exact(payload, size, _decode_filters(size)), np.uint8)
+        q = q.reshape(shape)
         return (q.astype(np.float32) / 255 * span + lo).astype(np.float32)
+
+
+def _decode_filters(size: int) -> list[dict]:
+    """`_FILTERS` with the LZMA dictionary cut to the output size: preset 9's 64 MiB dictionary
+    would be allocated by every decode, and no match reaches further back than `size` bytes."""
+    return [_FILTERS[0], {"id": lzma.FILTER_LZMA2, "dict_size": max(4096, size)}]
 
 
 def _range(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
