@@ -123,3 +123,14 @@ def test_real_taesd_round_trip_of_a_kodak_photo():
     assert latent.min() > -8 and latent.max() < 8
     mse = torch.mean((model.decode(latent) - x) ** 2).item()
     assert 10 * np.log10(1 / mse) > 25
+
+
+@pytest.mark.parametrize(
+    ("alias", "hub_id", "family"),
+    [("sd-vae", "stabilityai/sd-vae-ft-mse", "kl"), ("taesdxl", "madebyollin/taesdxl", "taesd")],
+)
+def test_aliases_name_the_default_hub_models(monkeypatch, alias, hub_id, family):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    with pytest.raises(ModelLoadError, match=f"cannot load {family} model '{hub_id}'"):
+        load_autoencoder(alias)

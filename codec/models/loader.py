@@ -15,6 +15,12 @@ from .base import LatentAutoencoder
 from .taesd import DEFAULT_HUB_ID as TAESD_HUB_ID
 from .taesd import comfy_pair, load_taesd
 
+ALIASES = {
+    "taesd": TAESD_HUB_ID,
+    "taesdxl": "madebyollin/taesdxl",
+    "sd-vae": KL_HUB_ID,
+    "sdxl-vae": "madebyollin/sdxl-vae-fp16-fix",
+}
 EXPECTED_FILES = (
     "a diffusers folder (config.json + diffusion_pytorch_model.safetensors), "
     "a folder with taesd_encoder.safetensors + taesd_decoder.safetensors, "
@@ -47,9 +53,14 @@ def family_of(spec: str) -> str:
 def load_autoencoder(
     spec: str, device: str | torch.device = "auto", setting: str = "LATENT_GALLERY_DECODER"
 ) -> LatentAutoencoder:
-    """Load the autoencoder named by `spec`; `setting` is the variable named in errors."""
+    """Load the autoencoder named by `spec`; `setting` is the variable named in errors.
+
+    `spec` is a hub id, a local folder or file, or an alias: `taesd`, `taesdxl`, `sd-vae`
+    (the full SD 1.x VAE, `stabilityai/sd-vae-ft-mse`) or `sdxl-vae` (the fp16-safe SDXL VAE).
+    """
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = preferred_dtype(device)
+    spec = ALIASES.get(spec, spec)
     family = family_of(spec)
     try:
         if family == "taesd":
