@@ -10,7 +10,7 @@ from flask import Flask
 
 from codec import Codec
 
-from . import api, config, db, errors, health, media, pages, security
+from . import api, config, db, errors, health, media, openapi, pages, security
 from .cache import ByteLRU
 from .ingest import InMemoryRequest
 from .metrics import Metrics
@@ -59,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)
     return app
 

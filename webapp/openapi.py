@@ -1,0 +1,267 @@
+"""The OpenAPI 3.1 description of the JSON API and media URLs, served at `/api/openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from .api import MAX_LIMIT
+from .render import THUMB_WIDTHS
+
+bp = Blueprint("openapi", __name__)
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$", "description": "An image id."}
+_ID_PARAM = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_IMAGE_PROPERTIES = {
+    "id": _ID,
+    "page_url": {"type": "string", "format": "uri"},
+    "png_url": {"type": "string", "format": "uri"},
+    "latent_url": {"type": "string", "format": "uri"},
+    "width": {"type": "integer", "minimum": 1},
+    "height": {"type": "integer", "minimum": 1},
+    "uploaded_bytes": {"type": "integer", "minimum": 1},
+    "latent_bytes": {"type": "integer", "minimum": 1},
+    "bits_per_pixel": {"type": "number", "exclusiveMinimum": 0},
+    "created_at": {"type": "string", "format": "date-time"},
+    "method": {"type": "string", "description": "The quantization method of the latent file."},
+}
+_IMAGE = {
+    "type": "object",
+    "required": sorted(_IMAGE_PROPERTIES),
+    "properties": _IMAGE_PROPERTIES,
+    "additionalProperties": False,
+}
+_NEW_IMAGE = {
+    "type": "object",
+    "required": [*sorted(_IMAGE_PROPERTIES), "delete_key"],
+    "properties": {
+        **_IMAGE_PROPERTIES,
+        "delete_key": {"type": "string", "description": "Shown once; send as X-Delete-Key."},
+    },
+    "additionalProperties": False,
+}
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["status", "title", "message"],
+    "properties": {
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "title": {"type": "string"},
+        "message": {"type": "string", "minLength": 1},
+    },
+}
+_FILE_ERROR = {
+    "type": "object",
+    "required": ["filename", "status", "message"],
+    "properties": {
+        "filename": {"type": ["string", "null"]},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "message": {"type": "string", "minLength": 1},
+    },
+}
+_UPLOAD_RESULT = {
+    "type": "object",
+    "required": ["images"],
+    "properties": {
+        "images": {"type": "array", "items": _ref("NewImage")},
+        "errors": {"type": "array", "items": _ref("FileError")},
+        "error": _ERROR_BODY,
+    },
+}
+_BINARY = {"type": "string", "format": "binary"}
+_RETRY = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}}
+_UNAVAILABLE = {
+    "description": "The models are not loaded, the render queue is full or the render "
+    "passed its deadline; retry after `Retry-After` seconds.",
+    "headers": _RETRY,
+}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Latent Gallery",
+        "version": "1",
+        "description": "Images stored as Stable Diffusion VAE latents, decoded on demand. "
+        'Errors under /api/ are JSON: `{"error": {"status", "title", "message"}}`.',
+    },
+    "paths": {
+        "/api/images": {
+            "post": {
+                "operationId": "uploadImages",
+                "summary": "Store one or more images (multipart field `file`, repeatable).",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "array", "items": _BINARY, "minItems": 1}
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(_ref("UploadResult"), "At least one image was stored."),
+                    "400": _json(
+                        {"anyOf": [_ref("UploadResult"), _ref("Error")]},
+                        "No file, or no file is an acceptable image.",
+                    ),
+                    "403": _error("Cross-site request, or a session without its CSRF token."),
+                    "413": _error("The request is larger than the upload limit."),
+                    "429": {**_error("Too many uploads from this address."), "headers": _RETRY},
+                    "503": {**_error(_UNAVAILABLE["description"]), "headers": _RETRY},
+                    "507": _json(
+                        {"anyOf": [_ref("UploadResult"), _ref("Error")]},
+                        "The server's disk is full; no file was stored.",
+                    ),
+                },
+            },
+            "get": {
+                "operationId": "listImages",
+                "summary": "A page of images, newest first.",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "`next_cursor` of the previous page.",
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["images", "next_cursor", "next_url"],
+                            "properties": {
+                                "images": {"type": "array", "items": _ref("Image")},
+                                "next_cursor": {"type": ["string", "null"]},
+                                "next_url": {"type": ["string", "null"], "format": "uri"},
+                            },
+                        },
+                        "The page; `next_cursor` is null on the last one.",
+                    ),
+                    "400": _error("Bad `limit` or `cursor`."),
+                },
+            },
+        },
+        "/api/images/{image_id}": {
+            "parameters": [_ID_PARAM],
+            "get": {
+                "operationId": "getImage",
+                "summary": "One image's metadata.",
+                "responses": {
+                    "200": _json(_ref("Image"), "The image."),
+                    "404": _error("No image has this id."),
+                },
+            },
+            "delete": {
+                "operationId": "deleteImage",
+                "summary": "Delete an image with its delete key.",
+                "parameters": [
+                    {"name": "X-Delete-Key", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "403": _error("The delete key is missing or wrong."),
+                    "404": _error("No image has this id."),
+                },
+            },
+        },
+        "/i/{image_id}.png": {
+            "parameters": [_ID_PARAM],
+            "get": {
+                "operationId": "getPng",
+                "summary": "The image decoded to PNG, full size or a thumbnail width.",
+                "parameters": [
+                    {
+                        "name": "w",
+                        "in": "query",
+                        "schema": {"type": "integer", "enum": list(THUMB_WIDTHS)},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
+                    "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                    "400": {"description": "`w` is not an allowed width."},
+                    "404": {"description": "No image has this id."},
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/i/{image_id}.sdz": {
+            "parameters": [_ID_PARAM],
+            "get": {
+                "operationId": "getLatentFile",
+                "summary": "The stored latent file (see docs/FORMAT.md).",
+                "responses": {
+                    "200": {
+                        "description": "The .sdz file.",
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
+                    },
+                    "404": {"description": "No image has this id."},
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "Whether the models are loaded (loading them on first call).",
+                "responses": {
+                    "200": _json({"type": "object", "required": ["status"]}, "Ready."),
+                    "503": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "cause"],
+                            "properties": {
+                                "status": {"const": "unavailable"},
+                                "cause": {"type": "string"},
+                            },
+                        },
+                        "The models cannot be loaded; `cause` says why.",
+                    ),
+                },
+            },
+        },
+    },
+    "components": {
+        "schemas": {
+            "Image": _IMAGE,
+            "NewImage": _NEW_IMAGE,
+            "FileError": _FILE_ERROR,
+            "UploadResult": _UPLOAD_RESULT,
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": _ERROR_BODY},
+            },
+        }
+    },
+}
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> dict[str, Any]:
+    """The spec, with this server's URL."""
+    return {**SPEC, "servers": [{"url": request.host_url.rstrip("/")}]}
