@@ -4,6 +4,7 @@ is kept. The upload is read from memory (see `InMemoryRequest`) and never writte
 from __future__ import annotations
 
 import io
+import logging
 from typing import IO
 
 from flask import Request, current_app
@@ -13,8 +14,11 @@ from werkzeug.exceptions import BadRequest
 from codec import ImageInputError, LatentFile
 from codec.methods import method_by_id
 
+from .errors import InsufficientStorage
 from .render import get_renderer
-from .storage import ImageRecord, get_store
+from .storage import ImageRecord, StorageFullError, get_store
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryRequest(Request):
@@ -35,7 +39,8 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
     """Decode, encode and store one uploaded file; warm its renders in the background.
 
     Returns the record and its delete key; raises `BadRequest` for a file that is not an
-    acceptable image (its description says why).
+    acceptable image (its description says why) and `InsufficientStorage` (507) when the disk
+    is full, so that a request's other files keep their own outcome.
     """
     data = upload.read()
     if not data:
@@ -48,9 +53,13 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
     latent = codec.encode(image)
     method = method_by_id(LatentFile.from_bytes(latent).method_id).name
-    record, key = get_store().add(
-        latent, width=image.width, height=image.height, uploaded_bytes=len(data), method=method
-    )
+    try:
+        record, key = get_store().add(
+            latent, width=image.width, height=image.height, uploaded_bytes=len(data), method=method
+        )
+    except StorageFullError as exc:
+        log.error("disk full, %s not stored: %s", upload.filename, exc)
+        raise InsufficientStorage() from None
     current_app.extensions["latent_gallery.metrics"].uploads.inc()
     renderer.warm(record.id, record.width)
     return record, key
