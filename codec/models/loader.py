@@ -61,7 +61,10 @@ def load_autoencoder(
     device = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = preferred_dtype(device)
     spec = ALIASES.get(spec, spec)
-    family = family_of(spec)
+    try:
+        family = family_of(spec)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}. Set {setting} to a local path") from None
     try:
         if family == "taesd":
             return load_taesd(spec, device, dtype)
