@@ -19,6 +19,7 @@ from .container import LatentFile
 from .errors import CodecError
 from .methods import method_by_id, method_names
 from .pipeline import Codec
+from .refine import CUDA_DEFAULT_EFFORT, EFFORT_ENV, MAX_EFFORT
 from .settings import CodecSettings
 
 PROG = "latent-gallery"
@@ -39,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     rate = encode.add_mutually_exclusive_group()
     rate.add_argument("-q", "--quality", type=_quality, help="1 (smallest) .. 100 (best)")
     rate.add_argument("--target-bytes", type=_positive, metavar="N", help="largest file size")
+    rate.add_argument(
+        "--target-psnr", type=float, metavar="DB", help="smallest file reaching this PSNR"
+    )
+    encode.add_argument(
+        "--effort",
+        type=_effort,
+        metavar="E",
+        help=f"0 (plain encoder) .. {MAX_EFFORT} (most refinement steps) or auto; default: "
+        f"{EFFORT_ENV}, else auto ({CUDA_DEFAULT_EFFORT} on CUDA, 0 elsewhere)",
+    )
     encode.add_argument("-m", "--method", choices=method_names(), help="default: ec")
 
     decode = commands.add_parser("decode", help="decode a .sdz latent file to an image")
@@ -74,7 +85,13 @@ def run_encode(args: argparse.Namespace) -> None:
     bar = tqdm(targets, unit="image", disable=len(targets) < 2, file=sys.stderr)
     for source, target in bar:
         bar.set_postfix_str(source.name)
-        data = codec.encode(source, quality=args.quality, target_bytes=args.target_bytes)
+        data = codec.encode(
+            source,
+            quality=args.quality,
+            target_bytes=args.target_bytes,
+            target_psnr=args.target_psnr,
+            effort=args.effort,
+        )
         atomic_write(target, data)
         if len(targets) == 1:
             header = LatentFile.from_bytes(data)
@@ -147,6 +164,14 @@ def _quality(text: str) -> int:
     if not 1 <= value <= 100:
         raise argparse.ArgumentTypeError("quality must be in 1..100")
     return value
+
+
+def _effort(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) > MAX_EFFORT:
+        raise argparse.ArgumentTypeError(f"effort must be auto or 0..{MAX_EFFORT}")
+    return int(text)
 
 
 def _positive(text: str) -> int:

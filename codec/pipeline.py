@@ -9,11 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .container import OVERHEAD_BYTES, LatentFile
-from .errors import CodecError, LatentSpaceMismatchError
+from .container import LatentFile
+from .errors import LatentSpaceMismatchError
 from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
 from .methods import get_method, method_by_id
 from .models import LatentAutoencoder, load_autoencoder
+from .rate_control import largest_fitting, psnr, smallest_reaching
+from .refine import dequantizer, refine, resolve_effort, steps_for
 from .settings import CodecSettings
 from .tiling import run_tiled
 
@@ -96,14 +98,45 @@ class Codec:
         method: str | None = None,
         quality: int | None = None,
         target_bytes: int | None = None,
+        target_psnr: float | None = None,
+        effort: int | str | None = None,
     ) -> bytes:
-        """A latent file of an image (bytes, path, file object or PIL image)."""
-        image = source if isinstance(source, Image.Image) else self.open(source)
-        latent = self.latent_of(image.convert("RGB"))
-        return self.pack(
-            latent, image.width, image.height,
-            method=method, quality=quality, target_bytes=target_bytes,
-        )  # fmt: skip
+        """A latent file of an image (bytes, path, file object or PIL image).
+
+        `effort` 0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`)
+        refines the latent for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
+        (the smallest file whose decoded PSNR reaches it) sets the rate.
+        """
+        if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:
+            raise ValueError("give at most one of quality, target_bytes, target_psnr")
+        image = (source if isinstance(source, Image.Image) else self.open(source)).convert("RGB")
+        latent = self.latent_of(image)
+        size = (image.width, image.height)
+        effort = resolve_effort(effort, self.encoder.device, size, self.settings.tile)
+        if not effort and target_psnr is None:
+            return self.pack(
+                latent, *size, method=method, quality=quality, target_bytes=target_bytes
+            )
+        coder = get_method(method or self.settings.method)
+        pixels = image_to_tensor(image)
+
+        def file_at(q: int) -> bytes:
+            if not effort:
+                return self.pack(latent, *size, method=coder.name, quality=q)
+            refined, _ = refine(
+                pixels, latent[None], self.decoder, dequantizer(coder, q), steps_for(effort)
+            )
+            return self.pack(
+                refined[0], *size, method=coder.name, quality=q,
+                target_family=self.decoder.family,
+            )  # fmt: skip
+
+        if target_psnr is not None:
+            decoded_psnr = lambda data: psnr(image, self.decode(data))  # noqa: E731
+            return smallest_reaching(file_at, decoded_psnr, target_psnr)
+        if target_bytes is not None:
+            return largest_fitting(file_at, target_bytes)
+        return file_at(quality or coder.default_quality)
 
     def pack(
         self,
@@ -114,8 +147,12 @@ class Codec:
         method: str | None = None,
         quality: int | None = None,
         target_bytes: int | None = None,
+        target_family: str | None = None,
     ) -> bytes:
-        """Quantize and code a latent into a latent file; `target_bytes` picks the quality."""
+        """Quantize and code a latent into a latent file; `target_bytes` picks the quality.
+
+        `target_family` records the decoder family a refined latent was optimised for.
+        """
         coder = get_method(method or self.settings.method)
         if quality is not None and target_bytes is not None:
             raise ValueError("give quality or target_bytes, not both")
@@ -135,11 +172,12 @@ class Codec:
                 encoder_fingerprint=self.encoder.encoder_fingerprint,
                 params=compressed.params,
                 payload=compressed.payload,
+                target_family=target_family,
             ).to_bytes()
 
         if target_bytes is None:
             return file_at(quality or coder.default_quality)
-        return _largest_fitting(file_at, target_bytes)
+        return largest_fitting(file_at, target_bytes)
 
     def unpack(self, data: bytes) -> tuple[LatentFile, np.ndarray]:
         """Parse a latent file and dequantize its latent (`LatentFileError` if it is bad)."""
@@ -180,23 +218,3 @@ class Codec:
         scale = self.decoder.space.downscale
         tile = self.settings.tile // scale
         return run_tiled(self.decoder.decode, latents, tile, DECODE_OVERLAP, scale)
-
-
-def _largest_fitting(file_at, target_bytes: int) -> bytes:
-    """The file at the highest quality whose size is at most `target_bytes` (binary search)."""
-    if target_bytes < OVERHEAD_BYTES:
-        raise CodecError(f"--target-bytes {target_bytes} is below the {OVERHEAD_BYTES}-byte header")
-    low, high, best = 1, 100, None
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = file_at(middle)
-        if len(candidate) <= target_bytes:
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    if best is None:
-        raise CodecError(
-            f"cannot fit this image in {target_bytes} bytes; the smallest file is "
-            f"{len(file_at(1))} bytes"
-        )
-    return best
