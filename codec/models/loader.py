@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from ..device import preferred_dtype, resolve_device
 from ..errors import ModelLoadError
@@ -71,7 +72,7 @@ def load_autoencoder(
         return load_kl(spec, device, dtype)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
             f"cannot load {family} model {spec!r} ({first_line}). Set {setting} to a local path: "
