@@ -12,15 +12,19 @@ SHARED = Path(
 )
 
 
+def missing(message: str) -> None:
+    """Skip the test for a missing resource, or fail when `LATENT_GALLERY_REQUIRE_SHARED=1`
+    (as CI sets), where everything the tests need must be present."""
+    if os.environ.get("LATENT_GALLERY_REQUIRE_SHARED") == "1":
+        pytest.fail(message + "; LATENT_GALLERY_REQUIRE_SHARED=1 makes this an error")
+    pytest.skip(message)
+
+
 def require_shared(*relative: str) -> Path:
-    """The path `../shared/<relative>`; skips the test if it is missing, or fails when
-    `LATENT_GALLERY_REQUIRE_SHARED=1` (as CI sets)."""
+    """The path `../shared/<relative>`, or `missing()` if it is not there."""
     path = SHARED.joinpath(*relative)
     if not path.exists():
-        message = f"{path} is missing (real TAESD weights and Kodak photos live in ../shared)"
-        if os.environ.get("LATENT_GALLERY_REQUIRE_SHARED") == "1":
-            pytest.fail(message + "; LATENT_GALLERY_REQUIRE_SHARED=1 makes this an error")
-        pytest.skip(message)
+        missing(f"{path} is missing (real TAESD weights and Kodak photos live in ../shared)")
     return path
 
 

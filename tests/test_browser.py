@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.shared import kodak_path, taesd_path
+from tests.shared import kodak_path, missing, taesd_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.shared]
 
@@ -45,10 +45,7 @@ PICTURE_LOADED = "() => document.getElementById('picture').naturalWidth > 0"
 def chromium() -> Path:
     """Debian's Chromium; skips without it, fails when `LATENT_GALLERY_REQUIRE_SHARED=1`."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)"
-        if os.environ.get("LATENT_GALLERY_REQUIRE_SHARED") == "1":
-            pytest.fail(message + "; LATENT_GALLERY_REQUIRE_SHARED=1 makes this an error")
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)")
     return CHROMIUM
 
 
