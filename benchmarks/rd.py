@@ -180,6 +180,8 @@ def _code_version() -> str:
         return os.environ.get("LATENT_GALLERY_COMMIT", "unknown")
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return os.environ.get("LATENT_GALLERY_COMMIT", "unknown")
     dirty = subprocess.run([*git, "status", "--porcelain", "codec"], capture_output=True, text=True)
     return head.stdout.strip() + (" + uncommitted codec/ changes" if dirty.stdout.strip() else "")
 
@@ -240,8 +242,8 @@ log-rate):
 ## Environment
 
 {environment()}
-- Times are wall-clock seconds on a small shared CPU machine: compare them with each other,
-  not across machines.
+- Times are wall-clock seconds on this machine (timed encodes and decodes run alone, not beside
+  the `--jobs` processes): compare them with each other, not across machines.
 """
 
 
