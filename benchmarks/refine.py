@@ -1,0 +1,164 @@
+"""Encoder-side refinement: rate, PSNR and seconds of each effort level, on the auto device.
+
+    python -m benchmarks.refine --kodak DIR --weights DIR --images 24 \\
+        --qualities 70 75 80 --efforts 0 1 3 5 7 9
+
+For each image: the plain encoder's latent (timed), its float round trip through the decoder,
+then at each quality and effort a refined latent coded to a file (encode seconds: encoder +
+refinement + coding) and decoded (decode seconds). The highest effort's and the plain files
+are also decoded by a second decoder (`--cross-decoder`, e.g. the full SD VAE; by default a
+tiny random AutoencoderKL, which only proves that path runs). Prints one row per quality and
+effort and the PSNR at `--at-bpp` interpolated per effort; writes per-image CSV rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from codec import Codec, CodecSettings
+from codec.images import image_to_tensor, tensor_to_image
+from codec.methods import get_method
+from codec.models import LatentAutoencoder, load_autoencoder
+from codec.rate_control import psnr
+from codec.refine import dequantizer, refine, steps_for
+
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths
+from .report import text_table
+
+COLUMNS = [
+    "image", "quality", "effort", "steps", "bytes", "bpp", "psnr", "float_psnr",
+    "encode_s", "decode_s", "cross_decoder", "cross_psnr",
+]  # fmt: skip
+
+
+def _seconds(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` and its wall seconds (CUDA work finished)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def _cross_decoder(spec: str | None) -> tuple[str, LatentAutoencoder]:
+    """The second decoder: a model spec, or a tiny random AutoencoderKL (path check only)."""
+    if spec:
+        return spec, load_autoencoder(spec, "auto")
+    from tests.tiny_models import tiny_kl
+
+    return "tiny-random-kl (path check only)", tiny_kl()
+
+
+def image_rows(
+    codec: Codec, cross: tuple[str, LatentAutoencoder], path: Path, qualities, efforts
+) -> list[dict]:
+    """CSV rows of one image at every quality and effort."""
+    image = Image.open(path).convert("RGB")
+    latent, latent_s = _seconds(codec.latent_of, image)
+    float_image = codec.decode_latents(torch.from_numpy(latent)[None])[0]
+    float_psnr = psnr(image, tensor_to_image(float_image[:, : image.height, : image.width]))
+    method = get_method(codec.settings.method)
+    pixels = image_to_tensor(image)
+    cross_name, cross_model = cross
+    rows = []
+    for quality in qualities:
+        for effort in efforts:
+            steps = steps_for(effort)
+            (refined, _), refine_s = _seconds(
+                refine, pixels, latent[None], codec.decoder, dequantizer(method, quality), steps
+            )
+            family = codec.decoder.family if steps else None
+            data, pack_s = _seconds(
+                codec.pack, refined[0], *image.size, quality=quality, target_family=family
+            )
+            decoded, decode_s = _seconds(codec.decode, data)
+            row = {
+                "image": path.stem, "quality": quality, "effort": effort, "steps": steps,
+                "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
+                "psnr": psnr(image, decoded), "float_psnr": float_psnr,
+                "encode_s": latent_s + refine_s + pack_s, "decode_s": decode_s,
+                "cross_decoder": "", "cross_psnr": "",
+            }  # fmt: skip
+            if effort in (min(efforts), max(efforts)):
+                stored = torch.from_numpy(codec.unpack(data)[1])[None]
+                other = cross_model.decode(stored)[0, :, : image.height, : image.width]
+                row |= {
+                    "cross_decoder": cross_name,
+                    "cross_psnr": psnr(image, tensor_to_image(other)),
+                }
+            rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict], at_bpp: float) -> tuple[list[list[str]], list[list[str]]]:
+    """Mean table by quality and effort, and the PSNR at `at_bpp` by effort (interpolated)."""
+    float_psnr = np.mean(list({r["image"]: r["float_psnr"] for r in rows}.values()))
+    header = ["quality", "effort", "steps", "bpp", "PSNR", "vs float", "encode s", "decode s",
+              "cross PSNR"]  # fmt: skip
+    table, curves = [header], {}
+    for key in sorted({(r["quality"], r["effort"]) for r in rows}):
+        group = [r for r in rows if (r["quality"], r["effort"]) == key]
+        bpp, quality = np.mean([r["bpp"] for r in group]), np.mean([r["psnr"] for r in group])
+        cross = [r["cross_psnr"] for r in group if r["cross_psnr"] != ""]
+        curves.setdefault(key[1], []).append((bpp, quality))
+        table.append([
+            str(key[0]), str(key[1]), str(group[0]["steps"]), f"{bpp:.4f}", f"{quality:.2f}",
+            f"{quality - float_psnr:+.2f}", f"{np.mean([r['encode_s'] for r in group]):.2f}",
+            f"{np.mean([r['decode_s'] for r in group]):.2f}",
+            f"{np.mean(cross):.2f}" if cross else "",
+        ])  # fmt: skip
+    at = [["effort", f"PSNR at {at_bpp} bpp", "vs float"]]
+    for effort, points in sorted(curves.items()):
+        bpps, psnrs = zip(*sorted(points), strict=True)
+        if bpps[0] <= at_bpp <= bpps[-1]:
+            value = float(np.interp(at_bpp, bpps, psnrs))
+            at.append([str(effort), f"{value:.2f}", f"{value - float_psnr:+.2f}"])
+        else:
+            at.append([str(effort), f"outside {bpps[0]:.3f}..{bpps[-1]:.3f}", ""])
+    return table, at
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print and save its results."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.refine", description=__doc__)
+    parser.add_argument("--kodak", type=Path, default=DEFAULT_KODAK, help="folder of Kodak PNGs")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="TAESD folder")
+    parser.add_argument("--images", type=int, default=24, help="use the first N images")
+    parser.add_argument("--qualities", type=int, nargs="+", default=[70, 75, 80])
+    parser.add_argument("--efforts", type=int, nargs="+", default=[0, 1, 3, 5, 7, 9])
+    parser.add_argument("--cross-decoder", help="model spec of a second decoder (SD VAE)")
+    parser.add_argument("--at-bpp", type=float, default=0.15, help="rate of the summary line")
+    parser.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV folder")
+    args = parser.parse_args(argv)
+    if not args.weights.exists():
+        raise SystemExit(f"{args.weights} is missing: pass --weights (the TAESD folder)")
+    weights = str(args.weights)
+    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device=args.device))
+    codec.load()
+    cross = _cross_decoder(args.cross_decoder)
+    print(f"decoder {codec.decoder.describe()}; second decoder {cross[0]}", flush=True)
+    rows = []
+    for path in kodak_paths(args.kodak, args.images):
+        rows += image_rows(codec, cross, path, args.qualities, sorted(args.efforts))
+        print(f"{path.stem}: {len(rows)} rows", flush=True)
+    table, at = summary(rows, args.at_bpp)
+    print(text_table(table), text_table(at), sep="\n\n")
+    out = args.out / f"refine-{codec.decoder.device.type}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
