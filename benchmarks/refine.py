@@ -145,18 +145,20 @@ def main(argv: list[str] | None = None) -> None:
     codec.load()
     cross = _cross_decoder(args.cross_decoder)
     print(f"decoder {codec.decoder.describe()}; second decoder {cross[0]}", flush=True)
-    rows = []
-    for path in kodak_paths(args.kodak, args.images):
-        rows += image_rows(codec, cross, path, args.qualities, sorted(args.efforts))
-        print(f"{path.stem}: {len(rows)} rows", flush=True)
-    table, at = summary(rows, args.at_bpp)
-    print(text_table(table), text_table(at), sep="\n\n")
     out = args.out / f"refine-{codec.decoder.device.type}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as file:
+    rows = []
+    with out.open("w", newline="") as file:  # rows written as they come: a cut run keeps them
         writer = csv.DictWriter(file, COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        for path in kodak_paths(args.kodak, args.images):
+            new = image_rows(codec, cross, path, args.qualities, sorted(args.efforts))
+            writer.writerows(new)
+            file.flush()
+            rows += new
+            print(f"{path.stem}: {len(rows)} rows", flush=True)
+    table, at = summary(rows, args.at_bpp)
+    print(text_table(table), text_table(at), sep="\n\n")
     print(f"wrote {out}")
 
 
