@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.servers import Gunicorn
 from tests.shared import kodak_path, missing, taesd_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.shared]
@@ -49,62 +44,17 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"gunicorn was not healthy within {SERVER_START_S} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gunicorn serving the app on a free 127.0.0.1 port; its base URL."""
     weights = str(taesd_path())
     tmp_path = tmp_path_factory.mktemp("server")
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "LATENT_GALLERY_DATA": str(tmp_path / "data"),
-        "LATENT_GALLERY_ENCODER": weights,
-        "LATENT_GALLERY_DECODER": weights,
-    }
-    log = tmp_path / "gunicorn.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "gunicorn.conf.py",
-        "--bind",
-        url[7:],
-        "wsgi:app",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    env = {"LATENT_GALLERY_ENCODER": weights, "LATENT_GALLERY_DECODER": weights}
+    server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", env)
     try:
-        wait_until_healthy(url, process, log)
-        yield url
+        yield server.start(timeout=SERVER_START_S).url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
