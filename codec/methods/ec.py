@@ -6,13 +6,15 @@ channel, row by row, each row in two phases (even columns, then odd columns), wi
 discretized Laplace whose mean and scale are predicted from already-coded neighbours: above,
 above-left and above-right in every phase, left and right in the odd phase, and the
 co-located 3x3 cross of every channel already coded. The predictor is linear with per-image
-fitted fixed-point coefficients stored in `params`; means and scales are computed from integers
-only, so the encoder and decoder derive bit-identical models. Dequantization moves each value
-toward its prediction by a stored per-channel fraction of a step (the bin's centroid).
+fitted fixed-point coefficients; means and scales are computed from integers only, so the
+encoder and decoder derive bit-identical models. The encoder picks each symbol among the
+nearest level and its two neighbours by distortion + lambda * bits under that model (greedy
+RDOQ), then refits. Dequantization moves each value toward its prediction by a stored
+per-channel fraction of a step (the bin's centroid).
 
-`params` layout (little-endian): C float16 steps, uint16 symbol bound, C uint8 shrinks, then
-for each channel and phase the mean coefficients (int16 bias, int8 weights) and the scale
-coefficients (uint16 bias, int8 weights).
+`params` (little-endian): C float16 steps, uint16 symbol bound, C uint8 shrinks, then for each
+channel and phase the int16 mean bias and uint16 scale bias. The payload range-codes all mean
+weights, then all scale weights (a fixed Laplace), then the symbols. docs/FORMAT.md has details.
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ _DEFAULT_STEP = 0.45
 _NEAR_LOSSLESS_STEP = 0.02
 _LARGEST_STEP = 8.0
 
+WEIGHT_SCALE = 8.0
+"""Scale of the fixed Laplace (mean 0) that range-codes every predictor weight."""
+RDOQ_LAMBDA = 0.1
+RDOQ_PASSES = 1
 _LAPLACE = constriction.stream.model.QuantizedLaplace
+_WEIGHT_MODEL = _LAPLACE(-128, 127, 0.0, WEIGHT_SCALE)
 
 
 def quality_to_step(quality: int) -> float:
@@ -190,6 +197,51 @@ def _fit(
     return coefs, means, scales
 
 
+def _laplace_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Approximate code lengths (bits) under discretized Laplaces (float: encoder only)."""
+    mu, b = _laplace_params(means, scales)
+    lo, hi = (symbols - 0.5 - mu) / b, (symbols + 0.5 - mu) / b
+    # mass of [lo, hi] under a unit Laplace, computed on the side away from the mean for accuracy
+    below = np.where(hi <= 0, 0.5 * (np.exp(hi) - np.exp(lo)), 0.0)
+    above = np.where(lo >= 0, 0.5 * (np.exp(-lo) - np.exp(-hi)), 0.0)
+    across = np.where((lo < 0) & (hi > 0), 1 - 0.5 * np.exp(lo) - 0.5 * np.exp(-hi), 0.0)
+    return -np.log2(np.maximum(below + above + across, 1e-9))
+
+
+def _rdoq(
+    ratio: np.ndarray,
+    symbols: np.ndarray,
+    coefs: dict[tuple[int, int], _Coefficients],
+    shrinks: np.ndarray,
+    lam: float,
+) -> np.ndarray:
+    """Greedy rate-distortion choice of each symbol among the nearest level and its neighbours.
+
+    Rows are visited in coding order with the model the decoder will see, and each symbol takes
+    the level minimising squared error (in steps, after shrink) plus `lam` times its code length.
+    """
+    channels, height, width = symbols.shape
+    ctx = _Context(channels, height, width)
+    chosen = symbols.copy()
+    offsets = np.array([-1, 0, 1])[:, None]
+    for c in range(channels):
+        phases = [
+            (_columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
+            for phase in _phases(width)
+        ]
+        for y in range(height):
+            for x, mean_idx, scale_idx, coef in phases:
+                mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
+                scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
+                cands = symbols[c, y, x] + offsets
+                recon = cands + shrinks[c] * _shrink_toward(mu, cands)
+                cost = (ratio[c, y, x] - recon) ** 2 + lam * _laplace_bits(cands, mu, scale)
+                pick = cands[np.argmin(cost, axis=0), np.arange(len(x))]
+                chosen[c, y, x] = pick
+                ctx.set_symbols(c, y, x, pick, mu)
+    return chosen
+
+
 def _coding_order(a: np.ndarray) -> np.ndarray:
     """Flatten `(C, H, W)` in decoding order: channel, row, even columns, odd columns."""
     return np.concatenate([a[:, :, 0::2], a[:, :, 1::2]], axis=2).ravel()
@@ -248,29 +300,44 @@ def quantize(latent: np.ndarray, quality: int) -> Quantized:
     ratio = latent / steps[:, None, None]
     symbols = np.clip(np.round(ratio), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
     coefs, means, scales = _fit(symbols)
+    shrinks = _fit_shrinks(ratio, symbols, means)
+    for _ in range(RDOQ_PASSES):
+        rdo = np.clip(_rdoq(ratio, symbols, coefs, shrinks, RDOQ_LAMBDA), -MAX_SYMBOL, MAX_SYMBOL)
+        coefs, means, scales = _fit(rdo)
+        shrinks = _fit_shrinks(ratio, rdo, means)
+        symbols = rdo
+    return Quantized(symbols, means, scales, steps, shrinks, coefs)
+
+
+def _fit_shrinks(ratio: np.ndarray, symbols: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Per-channel least-squares shrink toward the prediction, in 1/256 steps of 0..255."""
     toward = _shrink_toward(means, symbols)
     num = ((ratio - symbols) * toward).sum(axis=(1, 2))
     den = np.maximum((toward**2).sum(axis=(1, 2)), 1e-12)
-    shrinks = np.clip(np.round(num / den * 256), 0, 255) / 256
-    return Quantized(symbols, means, scales, steps, shrinks, coefs)
+    return np.clip(np.round(num / den * 256), 0, 255) / 256
+
+
+def _weights(coefs: dict[tuple[int, int], _Coefficients]) -> tuple[np.ndarray, np.ndarray]:
+    """All mean weights and all scale weights (biases left out), in key order."""
+    keys = sorted(coefs)
+    return (
+        np.concatenate([coefs[k].mean[1:] for k in keys]),
+        np.concatenate([coefs[k].scale[1:] for k in keys]),
+    )
 
 
 def _pack(q: Quantized, bound: int) -> bytes:
     parts = [q.steps.astype("<f2").tobytes(), struct.pack("<H", bound)]
     parts.append(np.round(q.shrinks * 256).astype(np.uint8).tobytes())
-    for key in sorted(q.coefs):
-        coef = q.coefs[key]
-        parts.append(struct.pack("<h", coef.mean[0]) + coef.mean[1:].astype(np.int8).tobytes())
-        parts.append(struct.pack("<H", coef.scale[0]) + coef.scale[1:].astype(np.int8).tobytes())
+    parts += [struct.pack("<hH", q.coefs[k].mean[0], q.coefs[k].scale[0]) for k in sorted(q.coefs)]
     return b"".join(parts)
 
 
-def _unpack(
-    params: bytes, shape: tuple[int, int, int]
-) -> tuple[np.ndarray, int, np.ndarray, dict[tuple[int, int], _Coefficients]]:
+def _unpack(params: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, int, np.ndarray, list]:
+    """Steps, symbol bound, shrinks and the `(key, mean bias, scale bias)` of each predictor."""
     channels, _, width = shape
     keys = [(c, p) for c in range(channels) for p in _phases(width)]
-    size = 3 * channels + 2 + sum(4 + sum(_feature_counts(c, p)) for c, p in keys)
+    size = 3 * channels + 2 + 4 * len(keys)
     if len(params) != size:
         raise LatentFileError(f"ec params are {len(params)} bytes, expected {size}")
     steps = np.frombuffer(params, "<f2", channels).astype(np.float64)
@@ -282,19 +349,25 @@ def _unpack(
     offset = 2 * channels + 2
     shrinks = np.frombuffer(params, np.uint8, channels, offset) / 256
     offset += channels
-    coefs = {}
-    for c, p in keys:
-        n_mean, n_scale = _feature_counts(c, p)
-        (mean_bias,) = struct.unpack_from("<h", params, offset)
-        mean_w = np.frombuffer(params, np.int8, n_mean, offset + 2).astype(np.int64)
-        offset += 2 + n_mean
-        (scale_bias,) = struct.unpack_from("<H", params, offset)
-        scale_w = np.frombuffer(params, np.int8, n_scale, offset + 2).astype(np.int64)
-        offset += 2 + n_scale
-        coefs[(c, p)] = _Coefficients(
-            np.concatenate([[mean_bias], mean_w]), np.concatenate([[scale_bias], scale_w])
+    biases = [(k, *struct.unpack_from("<hH", params, offset + 4 * i)) for i, k in enumerate(keys)]
+    return steps, bound, shrinks, biases
+
+
+def _decode_coefficients(
+    decoder: constriction.stream.queue.RangeDecoder, biases: list
+) -> dict[tuple[int, int], _Coefficients]:
+    """Read the range-coded weights that precede the symbols and join them to their biases."""
+    counts = [_feature_counts(c, p) for (c, p), _, _ in biases]
+    mean_w = decoder.decode(_WEIGHT_MODEL, sum(n for n, _ in counts)).astype(np.int64)
+    scale_w = decoder.decode(_WEIGHT_MODEL, sum(n for _, n in counts)).astype(np.int64)
+    coefs, m, s = {}, 0, 0
+    for (key, mean_bias, scale_bias), (n_mean, n_scale) in zip(biases, counts, strict=True):
+        coefs[key] = _Coefficients(
+            np.concatenate([[mean_bias], mean_w[m : m + n_mean]]),
+            np.concatenate([[scale_bias], scale_w[s : s + n_scale]]),
         )
-    return steps, bound, shrinks, coefs
+        m, s = m + n_mean, s + n_scale
+    return coefs
 
 
 class EntropyCodedMethod(QuantizationMethod):
@@ -310,6 +383,8 @@ class EntropyCodedMethod(QuantizationMethod):
         means, scales = _laplace_params(q.means, q.scales)
         bound = int(np.abs(q.symbols).max()) + 1
         encoder = constriction.stream.queue.RangeEncoder()
+        for weights in _weights(q.coefs):
+            encoder.encode(weights.astype(np.int32), _WEIGHT_MODEL)
         encoder.encode(
             _coding_order(q.symbols).astype(np.int32),
             _LAPLACE(-bound, bound),
@@ -320,12 +395,16 @@ class EntropyCodedMethod(QuantizationMethod):
 
     def decompress(self, params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """The float32 latent `(C, H, W)` that `compress` coded."""
-        steps, bound, shrinks, coefs = _unpack(params, shape)
+        steps, bound, shrinks, biases = _unpack(params, shape)
         if len(payload) % 4:
             raise LatentFileError("ec payload is not a whole number of 32-bit words")
         channels, height, width = shape
         model = _LAPLACE(-bound, bound)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4"))
+        try:
+            coefs = _decode_coefficients(decoder, biases)
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise LatentFileError(f"ec payload does not decode: {exc}") from exc
         ctx = _Context(channels, height, width)
         means = np.zeros(shape, np.int64)
         for c in range(channels):
