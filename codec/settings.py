@@ -31,20 +31,23 @@ class CodecSettings:
             encoder=environ.get("LATENT_GALLERY_ENCODER", defaults.encoder),
             decoder=environ.get("LATENT_GALLERY_DECODER", defaults.decoder),
             device=environ.get("LATENT_GALLERY_DEVICE", defaults.device),
-            max_pixels=_positive_int(environ, "LATENT_GALLERY_MAX_PIXELS", defaults.max_pixels),
-            tile=_positive_int(environ, "LATENT_GALLERY_TILE", defaults.tile),
+            max_pixels=env_number(environ, "LATENT_GALLERY_MAX_PIXELS", defaults.max_pixels),
+            tile=env_number(environ, "LATENT_GALLERY_TILE", defaults.tile),
             method=environ.get("LATENT_GALLERY_METHOD", defaults.method),
         )
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def env_number(environ: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
+    """A positive number (`kind` int or float) from the variable `name`, or `default`."""
     raw = environ.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
+        raise ValueError(
+            f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
     if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+        raise ValueError(f"{name} must be positive, got {raw}")
     return value

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from codec.settings import env_number
+
 SECRET_KEY_FILE = "secret_key"
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -18,13 +20,15 @@ def from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The app settings the `LATENT_GALLERY_*` variables give (defaults where unset)."""
     return {
         "DATA": Path(environ.get("LATENT_GALLERY_DATA", "instance")),
-        "CACHE_BYTES": int(_number(environ, "LATENT_GALLERY_CACHE_MB", 256) * 2**20),
-        "MAX_CONTENT_LENGTH": int(_number(environ, "LATENT_GALLERY_MAX_UPLOAD_MB", 25) * 2**20),
+        "CACHE_BYTES": int(env_number(environ, "LATENT_GALLERY_CACHE_MB", 256, float) * 2**20),
+        "MAX_CONTENT_LENGTH": int(
+            env_number(environ, "LATENT_GALLERY_MAX_UPLOAD_MB", 25, float) * 2**20
+        ),
         "SECRET_KEY": environ.get("LATENT_GALLERY_SECRET_KEY"),
         "UPLOAD_RATE": parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
-        "RENDER_QUEUE": int(_number(environ, "LATENT_GALLERY_QUEUE", 64)),
-        "DECODE_TIMEOUT": _number(environ, "LATENT_GALLERY_DECODE_TIMEOUT", 30),
-        "RENDER_BATCH": int(_number(environ, "LATENT_GALLERY_BATCH", 8)),
+        "RENDER_QUEUE": env_number(environ, "LATENT_GALLERY_QUEUE", 64),
+        "DECODE_TIMEOUT": env_number(environ, "LATENT_GALLERY_DECODE_TIMEOUT", 30, float),
+        "RENDER_BATCH": env_number(environ, "LATENT_GALLERY_BATCH", 8),
     }
 
 
@@ -53,16 +57,3 @@ def persistent_secret_key(data: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(key)
     return key
-
-
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw}")
-    return value
