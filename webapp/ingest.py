@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO
 
 from flask import Request, current_app
+from PIL import Image
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
-from codec import ImageInputError, LatentFile
+from codec import Codec, ImageInputError, LatentFile
 from codec.methods import method_by_id
 
 from .errors import InsufficientStorage
@@ -21,12 +23,13 @@ from .storage import ImageRecord, StorageFullError, get_store
 
 log = logging.getLogger(__name__)
 
-ENCODE_SLOTS = 1
-"""Uploads decoded and encoded at once. Each holds its pixels and the encoder's activations
-(about 400 MB more for a 768x512 photo with TAESD on a CPU), and one encode already uses every
-core, so more at once only multiply the memory: 8 request threads peaked 1.2 GB above the idle
-worker before this bound. Waiting longer than `DECODE_TIMEOUT` is a 503."""
-_encode_slots = threading.BoundedSemaphore(ENCODE_SLOTS)
+_encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+"""The one thread that decodes uploads and runs the encoder, as the render service's decode
+thread runs the decoder. Each encode holds its pixels and the encoder's activations (about
+400 MB more for a 768x512 photo with TAESD on a CPU) and already uses every core, so running
+them on the request threads only multiplied the memory (8 at once peaked 1.2 GB above the idle
+worker) and gave every request thread its own pool of torch threads. An upload that waits
+longer than `DECODE_TIMEOUT` is a 503."""
 
 
 class InMemoryRequest(Request):
@@ -55,17 +58,16 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
         raise BadRequest("The file is empty.")
     renderer = get_renderer()
     codec = renderer.require_codec()
-    if not _encode_slots.acquire(timeout=current_app.config["DECODE_TIMEOUT"]):
+    job = _encoder.submit(_open_and_encode, codec, data)
+    try:
+        image, latent = job.result(timeout=current_app.config["DECODE_TIMEOUT"])
+    except FutureTimeout:
+        job.cancel()
         raise ServiceUnavailable(
             "Too many uploads are being encoded; retry shortly.", retry_after=RETRY_AFTER_S
-        )
-    try:
-        image = codec.open(data)
-        latent = codec.encode(image)
+        ) from None
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
-    finally:
-        _encode_slots.release()
     method = method_by_id(LatentFile.from_bytes(latent).method_id).name
     try:
         record, key = get_store().add(
@@ -77,3 +79,8 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
     current_app.extensions["latent_gallery.metrics"].uploads.inc()
     renderer.warm(record.id, record.width)
     return record, key
+
+
+def _open_and_encode(codec: Codec, data: bytes) -> tuple[Image.Image, bytes]:
+    image = codec.open(data)
+    return image, codec.encode(image)
