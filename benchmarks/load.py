@@ -31,9 +31,8 @@ WIDTHS = (None, 256, 512)
 KEEPALIVE_S = 5  # gunicorn.conf.py: idle keep-alive connections close after this
 
 
-def proc_status(pid: int) -> dict:
-    """VmRSS and VmHWM (peak RSS) in MB, open file descriptors and threads (and their names)
-    of a process."""
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in MB, open file descriptors and threads of a process."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
@@ -42,11 +41,6 @@ def proc_status(pid: int) -> dict:
         "peak_rss_mb": int(fields["VmHWM"].split()[0]) // 1024,
         "fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
         "threads": len(list(Path(f"/proc/{pid}/task").iterdir())),
-        "thread_names": dict(
-            Counter(
-                (task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()
-            )
-        ),
     }
 
 
