@@ -9,10 +9,10 @@ co-located 3x3 cross of every channel already coded. The predictor is linear wit
 fitted fixed-point coefficients; means and scales are computed from integers only, so the
 encoder and decoder derive bit-identical models. The encoder picks each symbol among the
 nearest level and its two neighbours by distortion + lambda * bits under that model (greedy
-RDOQ), then refits. Dequantization moves each value toward its prediction by a stored
-per-channel fraction of a step (the bin's centroid).
+RDOQ), then refits. Dequantization moves each value toward its prediction and toward the mean
+of its four neighbours, by two stored per-channel fractions of a step (least-squares fitted).
 
-`params` (little-endian): C float16 steps, uint16 symbol bound, C uint8 shrinks, then for each
+`params` (little-endian): C float16 steps, uint16 symbol bound, 2C uint8 shrinks, then for each
 channel and phase the int16 mean bias and uint16 scale bias. The payload range-codes all mean
 weights, then all scale weights (a fixed Laplace), then the symbols. docs/FORMAT.md has details.
 """
@@ -234,7 +234,7 @@ def _rdoq(
                 mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
                 scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
                 cands = symbols[c, y, x] + offsets
-                recon = cands + shrinks[c] * _shrink_toward(mu, cands)
+                recon = cands + shrinks[c, 0] * _shrink_toward(mu, cands)
                 cost = (ratio[c, y, x] - recon) ** 2 + lam * _laplace_bits(cands, mu, scale)
                 pick = cands[np.argmin(cost, axis=0), np.arange(len(x))]
                 chosen[c, y, x] = pick
@@ -257,12 +257,23 @@ def _shrink_toward(means: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     return np.clip(means / float(1 << MEAN_BITS) - symbols, -1.0, 1.0)
 
 
+def _neighbour_mean(symbols: np.ndarray) -> np.ndarray:
+    """Mean of each symbol's four neighbours in its channel (edges replicated)."""
+    p = np.pad(symbols.astype(np.float64), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
+
+
+def _corrections(symbols: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """`(2, C, H, W)` moves (steps, within +-1) toward the prediction and the neighbours' mean."""
+    neighbours = np.clip(_neighbour_mean(symbols) - symbols, -1.0, 1.0)
+    return np.stack([_shrink_toward(means, symbols), neighbours])
+
+
 def _dequantize(
     symbols: np.ndarray, means: np.ndarray, steps: np.ndarray, shrinks: np.ndarray
 ) -> np.ndarray:
-    toward = _shrink_toward(means, symbols)
-    values = (symbols + shrinks[:, None, None] * toward) * steps[:, None, None]
-    return values.astype(np.float32)
+    moves = np.einsum("ck,kchw->chw", shrinks, _corrections(symbols, means))
+    return ((symbols + moves) * steps[:, None, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -310,11 +321,14 @@ def quantize(latent: np.ndarray, quality: int) -> Quantized:
 
 
 def _fit_shrinks(ratio: np.ndarray, symbols: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Per-channel least-squares shrink toward the prediction, in 1/256 steps of 0..255."""
-    toward = _shrink_toward(means, symbols)
-    num = ((ratio - symbols) * toward).sum(axis=(1, 2))
-    den = np.maximum((toward**2).sum(axis=(1, 2)), 1e-12)
-    return np.clip(np.round(num / den * 256), 0, 255) / 256
+    """`(C, 2)` least-squares weights of the two reconstruction moves, in 1/256 of 0..255."""
+    moves = _corrections(symbols, means)
+    shrinks = np.zeros((len(symbols), 2))
+    for c, (target, a) in enumerate(zip(ratio - symbols, moves.transpose(1, 0, 2, 3), strict=True)):
+        a = a.reshape(2, -1)
+        gram = a @ a.T + np.eye(2) * 1e-9
+        shrinks[c] = np.linalg.solve(gram, a @ target.ravel())
+    return np.clip(np.round(shrinks * 256), 0, 255) / 256
 
 
 def _weights(coefs: dict[tuple[int, int], _Coefficients]) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +351,7 @@ def _unpack(params: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, int
     """Steps, symbol bound, shrinks and the `(key, mean bias, scale bias)` of each predictor."""
     channels, _, width = shape
     keys = [(c, p) for c in range(channels) for p in _phases(width)]
-    size = 3 * channels + 2 + 4 * len(keys)
+    size = 4 * channels + 2 + 4 * len(keys)
     if len(params) != size:
         raise LatentFileError(f"ec params are {len(params)} bytes, expected {size}")
     steps = np.frombuffer(params, "<f2", channels).astype(np.float64)
@@ -347,8 +361,8 @@ def _unpack(params: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, int
     if not 1 <= bound <= MAX_SYMBOL + 1:
         raise LatentFileError(f"ec symbol bound {bound} out of range")
     offset = 2 * channels + 2
-    shrinks = np.frombuffer(params, np.uint8, channels, offset) / 256
-    offset += channels
+    shrinks = np.frombuffer(params, np.uint8, 2 * channels, offset).reshape(channels, 2) / 256
+    offset += 2 * channels
     biases = [(k, *struct.unpack_from("<hH", params, offset + 4 * i)) for i, k in enumerate(keys)]
     return steps, bound, shrinks, biases
 
