@@ -20,6 +20,7 @@ weights, then all scale weights (a fixed Laplace), then the symbols. docs/FORMAT
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import constriction
@@ -220,10 +221,32 @@ def _rdoq(
     Rows are visited in coding order with the model the decoder will see, and each symbol takes
     the level minimising squared error (in steps, after shrink) plus `lam` times its code length.
     """
-    channels, height, width = symbols.shape
-    ctx = _Context(channels, height, width)
-    chosen = symbols.copy()
     offsets = np.array([-1, 0, 1])[:, None]
+
+    def pick(c: int, y: int, x: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        cands = symbols[c, y, x] + offsets
+        recon = cands + shrinks[c, 0] * _shrink_toward(mu, cands)
+        cost = (ratio[c, y, x] - recon) ** 2 + lam * _laplace_bits(cands, mu, scale)
+        return cands[np.argmin(cost, axis=0), np.arange(len(x))]
+
+    ctx, _ = _walk(coefs, symbols.shape, pick)
+    return ctx.state[0, :, 1:].copy()
+
+
+def _walk(
+    coefs: dict[tuple[int, int], _Coefficients],
+    shape: tuple[int, int, int],
+    choose: Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[_Context, np.ndarray]:
+    """Visit each channel's rows and phases in coding order, with the decoder's model.
+
+    `choose(c, y, x, mu, scale)` gives the symbols at columns `x` of row `y` from the predicted
+    means and scales there; they become context for everything after. Returns the context
+    (holding the chosen symbols) and the predicted means.
+    """
+    channels, height, width = shape
+    ctx = _Context(channels, height, width)
+    means = np.zeros(shape, np.int64)
     for c in range(channels):
         phases = [
             (_columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
@@ -233,13 +256,9 @@ def _rdoq(
             for x, mean_idx, scale_idx, coef in phases:
                 mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
                 scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
-                cands = symbols[c, y, x] + offsets
-                recon = cands + shrinks[c, 0] * _shrink_toward(mu, cands)
-                cost = (ratio[c, y, x] - recon) ** 2 + lam * _laplace_bits(cands, mu, scale)
-                pick = cands[np.argmin(cost, axis=0), np.arange(len(x))]
-                chosen[c, y, x] = pick
-                ctx.set_symbols(c, y, x, pick, mu)
-    return chosen
+                ctx.set_symbols(c, y, x, choose(c, y, x, mu, scale), mu)
+                means[c, y, x] = mu
+    return ctx, means
 
 
 def _coding_order(a: np.ndarray) -> np.ndarray:
@@ -412,30 +431,22 @@ class EntropyCodedMethod(QuantizationMethod):
         steps, bound, shrinks, biases = _unpack(params, shape)
         if len(payload) % 4:
             raise LatentFileError("ec payload is not a whole number of 32-bit words")
-        channels, height, width = shape
         model = _LAPLACE(-bound, bound)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4"))
         try:
             coefs = _decode_coefficients(decoder, biases)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise LatentFileError(f"ec payload does not decode: {exc}") from exc
-        ctx = _Context(channels, height, width)
-        means = np.zeros(shape, np.int64)
-        for c in range(channels):
-            phases = [
-                (_columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
-                for phase in _phases(width)
-            ]
-            for y in range(height):
-                for x, mean_idx, scale_idx, coef in phases:
-                    mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
-                    scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
-                    try:
-                        sym = decoder.decode(model, *_laplace_params(mu, scale))
-                    except (ValueError, RuntimeError, AssertionError) as exc:
-                        raise LatentFileError(f"ec payload does not decode: {exc}") from exc
-                    ctx.set_symbols(c, y, x, sym.astype(np.int64), mu)
-                    means[c, y, x] = mu
+
+        def decode_row(
+            c: int, y: int, x: np.ndarray, mu: np.ndarray, scale: np.ndarray
+        ) -> np.ndarray:
+            try:
+                return decoder.decode(model, *_laplace_params(mu, scale)).astype(np.int64)
+            except (ValueError, RuntimeError, AssertionError) as exc:
+                raise LatentFileError(f"ec payload does not decode: {exc}") from exc
+
+        ctx, means = _walk(coefs, shape, decode_row)
         if not decoder.maybe_exhausted():
             raise LatentFileError("ec payload has data past the coded symbols")
         return _dequantize(ctx.state[0, :, 1:], means, steps, shrinks)
