@@ -48,9 +48,7 @@ def bd_rate(
     """Bjøntegaard delta rate of `test` against `ref`, in percent."""
     ref_log, ref_q = _points(ref_rate, ref_quality)
     test_log, test_q = _points(test_rate, test_quality)
-    low, high = _overlap(ref_q, test_q, "quality")
-    diff = _interval_mean(test_q, test_log, low, high) - _interval_mean(ref_q, ref_log, low, high)
-    return (float(np.exp(diff)) - 1) * 100
+    return (float(np.exp(_delta(ref_q, ref_log, test_q, test_log, "quality"))) - 1) * 100
 
 
 def bd_quality(
@@ -62,5 +60,12 @@ def bd_quality(
     """Bjøntegaard delta quality (BD-PSNR when quality is PSNR) of `test` against `ref`."""
     ref_log, ref_q = _points(ref_rate, ref_quality)
     test_log, test_q = _points(test_rate, test_quality)
-    low, high = _overlap(ref_log, test_log, "rate")
-    return _interval_mean(test_log, test_q, low, high) - _interval_mean(ref_log, ref_q, low, high)
+    return _delta(ref_log, ref_q, test_log, test_q, "rate")
+
+
+def _delta(
+    ref_x: np.ndarray, ref_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, axis: str
+) -> float:
+    """Mean of `test_y - ref_y` over the range of x both curves cover."""
+    low, high = _overlap(ref_x, test_x, axis)
+    return _interval_mean(test_x, test_y, low, high) - _interval_mean(ref_x, ref_y, low, high)
