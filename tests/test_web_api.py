@@ -57,7 +57,7 @@ def test_upload_get_list_and_delete(client, app):
     assert client.get(f"/api/images/{image['id']}").status_code == 404
     assert client.get(f"/i/{image['id']}.png").status_code == 404
     assert client.get("/api/images").get_json()["images"] == []
-    assert snapshot(app) == (["gallery.sqlite3", "secret_key"], [])
+    assert snapshot(app) == (["gallery.sqlite3"], [])
 
 
 def test_several_files_per_post_with_per_file_errors(client):

@@ -18,16 +18,17 @@ def test_after_n_uploads_the_data_folder_holds_n_latents_the_db_and_the_key(app,
     images = [upload(client, png_bytes(seed=seed)) for seed in range(5)]
     wait_idle(app)
     expected = sorted(
-        ["gallery.sqlite3", "secret_key", *(f"latents/{image['id']}.sdz" for image in images)]
+        ["gallery.sqlite3", *(f"latents/{image['id']}.sdz" for image in images)]
     )
     assert data_files(app) == expected
     assert len(rows(app)) == 5
 
 
-def test_secret_key_file_is_private_and_persistent(make_app):
+def test_secret_key_is_private_and_persistent(make_app):
     first = make_app()
-    key_file = first.config["DATA"] / "secret_key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    database = first.config["DATA"] / "gallery.sqlite3"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert len(first.config["SECRET_KEY"]) >= 32
     assert make_app().config["SECRET_KEY"] == first.config["SECRET_KEY"]
 
 
@@ -44,7 +45,7 @@ def test_startup_repairs_orphans(make_app, caplog):
     with caplog.at_level(logging.INFO, logger="webapp.storage"):
         app = make_app()
     assert "'temp_files': 1, 'orphan_files': 1, 'orphan_rows': 1" in caplog.text
-    assert data_files(app) == ["gallery.sqlite3", f"latents/{kept['id']}.sdz", "secret_key"]
+    assert data_files(app) == ["gallery.sqlite3", f"latents/{kept['id']}.sdz"]
     assert [row[1] for row in rows(app)] == [kept["id"]]
     assert app.test_client().get(f"/api/images/{lost['id']}").status_code == 404
 

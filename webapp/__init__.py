@@ -37,10 +37,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["CODEC_FACTORY"] = (lambda: codec) if codec is not None else Codec.from_env
     data = app.config["DATA"] = Path(app.config["DATA"])
     data.mkdir(parents=True, exist_ok=True)
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = config.persistent_secret_key(data)
-
     db.init_app(app)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = db.persistent_secret_key(app)
     cache = ByteLRU(app.config["CACHE_BYTES"])
     metrics = Metrics()
     metrics.watch(lambda: cache.bytes, lambda: _queue_depth(app))

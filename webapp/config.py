@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from codec.settings import env_number
 
-SECRET_KEY_FILE = "secret_key"
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -40,20 +38,3 @@ def parse_rate(text: str) -> tuple[int, float]:
             f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
         )
     return int(match[1]), float(_PERIODS[match[2]])
-
-
-def persistent_secret_key(data: Path) -> str:
-    """The session key stored in `<data>/secret_key` (created 0600 on first use)."""
-    path = data / SECRET_KEY_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key

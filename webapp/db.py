@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -21,6 +23,10 @@ CREATE TABLE IF NOT EXISTS images (
     created_at REAL NOT NULL,
     method TEXT NOT NULL,
     delete_key_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -55,7 +61,20 @@ def close_db(_exc: BaseException | None = None) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Create the schema and close connections at the end of each request."""
-    with closing(connect(db_path(app))) as connection:
+    """Create the schema (file mode 0600), and close connections at the end of each request."""
+    path = db_path(app)
+    with closing(connect(path)) as connection:
         connection.executescript(SCHEMA)
+    os.chmod(path, 0o600)
     app.teardown_appcontext(close_db)
+
+
+def persistent_secret_key(app: Flask) -> str:
+    """The session key kept in the database, created on first use (first writer wins)."""
+    with closing(connect(db_path(app))) as connection:
+        connection.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES ('secret_key', ?)",
+            (secrets.token_urlsafe(32),),
+        )
+        row = connection.execute("SELECT value FROM settings WHERE name = 'secret_key'").fetchone()
+    return row["value"]
