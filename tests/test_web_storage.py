@@ -17,9 +17,7 @@ from webapp.storage import ImageStore
 def test_after_n_uploads_the_data_folder_holds_n_latents_the_db_and_the_key(app, client):
     images = [upload(client, png_bytes(seed=seed)) for seed in range(5)]
     wait_idle(app)
-    expected = sorted(
-        ["gallery.sqlite3", *(f"latents/{image['id']}.sdz" for image in images)]
-    )
+    expected = sorted(["gallery.sqlite3", *(f"latents/{image['id']}.sdz" for image in images)])
     assert data_files(app) == expected
     assert len(rows(app)) == 5
 
