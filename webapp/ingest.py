@@ -14,8 +14,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
-from codec import Codec, ImageInputError, LatentFile
-from codec.methods import method_by_id
+from codec import Codec, ImageInputError
 
 from .errors import InsufficientStorage
 from .render import RETRY_AFTER_S, get_renderer
@@ -68,10 +67,13 @@ def ingest(upload: FileStorage) -> tuple[ImageRecord, str]:
         ) from None
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
-    method = method_by_id(LatentFile.from_bytes(latent).method_id).name
     try:
         record, key = get_store().add(
-            latent, width=image.width, height=image.height, uploaded_bytes=len(data), method=method
+            latent,
+            width=image.width,
+            height=image.height,
+            uploaded_bytes=len(data),
+            method=codec.settings.method,
         )
     except StorageFullError as exc:
         log.error("disk full, %s not stored: %s", upload.filename, exc)
