@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import time
 
 import constriction
 import numpy as np
@@ -82,7 +82,7 @@ def test_context_model_beats_a_memoryless_code() -> None:
     p = counts / counts.sum()
     memoryless_bytes = -(counts * np.log2(p)).sum() / 8
     weights = constriction.stream.queue.RangeEncoder()
-    for w in ec._weights(q.coefs):
+    for w in ec.side_weights(q):
         weights.encode(w.astype(np.int32), ec._WEIGHT_MODEL)
     symbol_bytes = len(COMPRESSED.payload) - 4 * weights.num_words()
     assert symbol_bytes < 0.9 * memoryless_bytes
@@ -114,7 +114,7 @@ def test_truncated_payload(cut: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(cut=st.integers(min_value=0, max_value=len(COMPRESSED.params) - 1))
+@given(cut=st.integers(min_value=0, max_value=len(COMPRESSED.params) - 2))
 def test_truncated_params(cut: int) -> None:
     with pytest.raises(LatentFileError):
         METHOD.decompress(COMPRESSED.params[:cut], COMPRESSED.payload, LATENT.shape)
@@ -156,9 +156,30 @@ def test_extra_payload_words_are_rejected() -> None:
         METHOD.decompress(COMPRESSED.params, COMPRESSED.payload + b"\xff" * 64, LATENT.shape)
 
 
-def test_encode_and_decode_are_fast() -> None:
+def test_filter_pays_at_low_rates_and_is_left_out_at_high_rates() -> None:
     latent = smooth_latent(64, 96)
-    start = time.perf_counter()
-    c = METHOD.compress(latent, METHOD.default_quality)
-    METHOD.decompress(c.params, c.payload, latent.shape)
-    assert time.perf_counter() - start < 0.5
+    low = ec.quantize(latent, 45)
+    assert low.filter is not None
+    unfiltered = dataclasses.replace(low, filter=None)
+    assert np.mean((low.dequantize() - latent) ** 2) < 0.95 * np.mean(
+        (unfiltered.dequantize() - latent) ** 2
+    )
+    compressed = METHOD.compress(latent, 45)
+    np.testing.assert_array_equal(
+        METHOD.decompress(compressed.params, compressed.payload, latent.shape), low.dequantize()
+    )
+    assert ec.quantize(latent, 100).filter is None
+
+
+def test_params_without_the_filter_flag_read_as_unfiltered() -> None:
+    """Files written before the filter existed have params one byte shorter."""
+    assert COMPRESSED.params[-1] == 0
+    np.testing.assert_array_equal(
+        METHOD.decompress(COMPRESSED.params[:-1], COMPRESSED.payload, LATENT.shape),
+        METHOD.decompress(COMPRESSED.params, COMPRESSED.payload, LATENT.shape),
+    )
+
+
+def test_filter_flag_other_than_zero_or_one_is_refused() -> None:
+    with pytest.raises(LatentFileError, match="filter flag"):
+        METHOD.decompress(COMPRESSED.params[:-1] + b"\x02", COMPRESSED.payload, LATENT.shape)

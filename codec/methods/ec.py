@@ -11,10 +11,14 @@ encoder and decoder derive bit-identical models. The encoder picks each symbol a
 nearest level and its two neighbours by distortion + lambda * bits under that model (greedy
 RDOQ), then refits. Dequantization moves each value toward its prediction and toward the mean
 of its four neighbours, by two stored per-channel fractions of a step (least-squares fitted).
+Last, an optional per-image Wiener filter (like a video codec's adaptive loop filter) predicts
+each channel's remaining error from the 3x3 neighbourhood of every channel; the encoder keeps it
+only when its error reduction is worth its coded weights (it pays at low rates).
 
 `params` (little-endian): C float16 steps, uint16 symbol bound, 2C uint8 shrinks, then for each
-channel and phase the int16 mean bias and uint16 scale bias. The payload range-codes all mean
-weights, then all scale weights (a fixed Laplace), then the symbols. docs/FORMAT.md has details.
+channel and phase the int16 mean bias and uint16 scale bias, then a uint8 filter flag. The
+payload range-codes all mean weights, then all scale weights, then the filter weights if
+flagged (a fixed Laplace), then the symbols. docs/FORMAT.md has details.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ RDOQ_LAMBDA = 0.1
 RDOQ_PASSES = 1
 _LAPLACE = constriction.stream.model.QuantizedLaplace
 _WEIGHT_MODEL = _LAPLACE(-128, 127, 0.0, WEIGHT_SCALE)
+_WEIGHT_SCALE_FIXED = round(WEIGHT_SCALE * (1 << (MEAN_BITS + SCALE_BITS)))
+FILTER_BITS = 7
+"""Filter weights are integers in units of 2**-FILTER_BITS (corrections in steps)."""
 
 
 def quality_to_step(quality: int) -> float:
@@ -288,11 +295,40 @@ def _corrections(symbols: np.ndarray, means: np.ndarray) -> np.ndarray:
     return np.stack([_shrink_toward(means, symbols), neighbours])
 
 
-def _dequantize(
-    symbols: np.ndarray, means: np.ndarray, steps: np.ndarray, shrinks: np.ndarray
-) -> np.ndarray:
-    moves = np.einsum("ck,kchw->chw", shrinks, _corrections(symbols, means))
-    return ((symbols + moves) * steps[:, None, None]).astype(np.float32)
+def _shrunk(symbols: np.ndarray, means: np.ndarray, shrinks: np.ndarray) -> np.ndarray:
+    """Symbols moved by the two stored per-channel fractions (in steps, float64)."""
+    return symbols + np.einsum("ck,kchw->chw", shrinks, _corrections(symbols, means))
+
+
+def _filter_features(values: np.ndarray) -> np.ndarray:
+    """`(1 + 9C, H*W)`: a constant, then each channel's 3x3 neighbourhood (edges replicated)."""
+    channels, height, width = values.shape
+    p = np.pad(values, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    taps = [p[c, dy : dy + height, dx : dx + width] for c in range(channels)
+            for dy in range(3) for dx in range(3)]  # fmt: skip
+    return np.stack([np.ones((height, width)), *taps]).reshape(len(taps) + 1, -1)
+
+
+def _filtered(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`values` (in steps) plus each channel's filter output `weights (C, 1 + 9C)`."""
+    correction = weights @ _filter_features(values) / float(1 << FILTER_BITS)
+    return values + correction.reshape(values.shape)
+
+
+def _fit_filter(ratio: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """Fixed-point least-squares filter weights, or None when they cost more than they gain.
+
+    Both sides of the trade are in the RDOQ's units: squared error in steps against
+    `RDOQ_LAMBDA` times the weights' code length.
+    """
+    feats = _filter_features(values)
+    gram = feats @ feats.T
+    gram += np.eye(len(gram)) * (1e-6 * np.trace(gram) + 1e-9)
+    solution = np.linalg.solve(gram, feats @ (ratio - values).reshape(len(values), -1).T).T
+    weights = np.clip(np.round(solution * (1 << FILTER_BITS)), -128, 127).astype(np.int64)
+    gain = np.sum((ratio - values) ** 2) - np.sum((ratio - _filtered(values, weights)) ** 2)
+    cost = _laplace_bits(weights, np.zeros_like(weights), _WEIGHT_SCALE_FIXED).sum()
+    return weights if gain > RDOQ_LAMBDA * cost else None
 
 
 @dataclass(frozen=True)
@@ -305,10 +341,24 @@ class Quantized:
     steps: np.ndarray
     shrinks: np.ndarray
     coefs: dict[tuple[int, int], _Coefficients]
+    filter: np.ndarray | None
 
     def dequantize(self) -> np.ndarray:
         """The float32 latent the decoder reconstructs from these symbols."""
-        return _dequantize(self.symbols, self.means, self.steps, self.shrinks)
+        return _dequantize(self.symbols, self.means, self.steps, self.shrinks, self.filter)
+
+
+def _dequantize(
+    symbols: np.ndarray,
+    means: np.ndarray,
+    steps: np.ndarray,
+    shrinks: np.ndarray,
+    weights: np.ndarray | None,
+) -> np.ndarray:
+    values = _shrunk(symbols, means, shrinks)
+    if weights is not None:
+        values = _filtered(values, weights)
+    return (values * steps[:, None, None]).astype(np.float32)
 
 
 def channel_steps(quality: int, channels: int) -> np.ndarray:
@@ -336,7 +386,8 @@ def quantize(latent: np.ndarray, quality: int) -> Quantized:
         coefs, means, scales = _fit(rdo)
         shrinks = _fit_shrinks(ratio, rdo, means)
         symbols = rdo
-    return Quantized(symbols, means, scales, steps, shrinks, coefs)
+    weights = _fit_filter(ratio, _shrunk(symbols, means, shrinks))
+    return Quantized(symbols, means, scales, steps, shrinks, coefs, weights)
 
 
 def _fit_shrinks(ratio: np.ndarray, symbols: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -350,29 +401,39 @@ def _fit_shrinks(ratio: np.ndarray, symbols: np.ndarray, means: np.ndarray) -> n
     return np.clip(np.round(shrinks * 256), 0, 255) / 256
 
 
-def _weights(coefs: dict[tuple[int, int], _Coefficients]) -> tuple[np.ndarray, np.ndarray]:
-    """All mean weights and all scale weights (biases left out), in key order."""
-    keys = sorted(coefs)
-    return (
-        np.concatenate([coefs[k].mean[1:] for k in keys]),
-        np.concatenate([coefs[k].scale[1:] for k in keys]),
-    )
+def side_weights(q: Quantized) -> list[np.ndarray]:
+    """The range-coded weights in payload order: all mean weights, all scale weights (biases
+    left out, key order), then the filter's if it has one."""
+    keys = sorted(q.coefs)
+    parts = [
+        np.concatenate([q.coefs[k].mean[1:] for k in keys]),
+        np.concatenate([q.coefs[k].scale[1:] for k in keys]),
+    ]
+    return parts if q.filter is None else [*parts, q.filter.ravel()]
 
 
 def _pack(q: Quantized, bound: int) -> bytes:
     parts = [q.steps.astype("<f2").tobytes(), struct.pack("<H", bound)]
     parts.append(np.round(q.shrinks * 256).astype(np.uint8).tobytes())
     parts += [struct.pack("<hH", q.coefs[k].mean[0], q.coefs[k].scale[0]) for k in sorted(q.coefs)]
+    parts.append(struct.pack("<B", q.filter is not None))
     return b"".join(parts)
 
 
-def _unpack(params: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, int, np.ndarray, list]:
-    """Steps, symbol bound, shrinks and the `(key, mean bias, scale bias)` of each predictor."""
+def _unpack(
+    params: bytes, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, int, np.ndarray, list, bool]:
+    """Steps, symbol bound, shrinks, the `(key, mean bias, scale bias)` of each predictor, and
+    whether a filter follows. Params one byte short (no filter flag) are the layout written
+    before the filter existed, and read as unfiltered."""
     channels, _, width = shape
     keys = [(c, p) for c in range(channels) for p in _phases(width)]
-    size = 4 * channels + 2 + 4 * len(keys)
-    if len(params) != size:
+    size = 4 * channels + 2 + 4 * len(keys) + 1
+    if len(params) not in (size - 1, size):
         raise LatentFileError(f"ec params are {len(params)} bytes, expected {size}")
+    flag = params[size - 1] if len(params) == size else 0
+    if flag > 1:
+        raise LatentFileError(f"ec filter flag is {flag}, expected 0 or 1")
     steps = np.frombuffer(params, "<f2", channels).astype(np.float64)
     if not (np.isfinite(steps).all() and (steps > 0).all()):
         raise LatentFileError("ec params hold a non-positive or non-finite step")
@@ -383,7 +444,7 @@ def _unpack(params: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, int
     shrinks = np.frombuffer(params, np.uint8, 2 * channels, offset).reshape(channels, 2) / 256
     offset += 2 * channels
     biases = [(k, *struct.unpack_from("<hH", params, offset + 4 * i)) for i, k in enumerate(keys)]
-    return steps, bound, shrinks, biases
+    return steps, bound, shrinks, biases, bool(flag)
 
 
 def _decode_coefficients(
@@ -416,7 +477,7 @@ class EntropyCodedMethod(QuantizationMethod):
         means, scales = _laplace_params(q.means, q.scales)
         bound = int(np.abs(q.symbols).max()) + 1
         encoder = constriction.stream.queue.RangeEncoder()
-        for weights in _weights(q.coefs):
+        for weights in side_weights(q):
             encoder.encode(weights.astype(np.int32), _WEIGHT_MODEL)
         encoder.encode(
             _coding_order(q.symbols).astype(np.int32),
@@ -428,13 +489,18 @@ class EntropyCodedMethod(QuantizationMethod):
 
     def decompress(self, params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """The float32 latent `(C, H, W)` that `compress` coded."""
-        steps, bound, shrinks, biases = _unpack(params, shape)
+        steps, bound, shrinks, biases, filtered = _unpack(params, shape)
+        channels = shape[0]
         if len(payload) % 4:
             raise LatentFileError("ec payload is not a whole number of 32-bit words")
         model = _LAPLACE(-bound, bound)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4"))
         try:
             coefs = _decode_coefficients(decoder, biases)
+            weights = None
+            if filtered:
+                taps = channels * (1 + 9 * channels)
+                weights = decoder.decode(_WEIGHT_MODEL, taps).astype(np.int64).reshape(channels, -1)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise LatentFileError(f"ec payload does not decode: {exc}") from exc
 
@@ -449,7 +515,7 @@ class EntropyCodedMethod(QuantizationMethod):
         ctx, means = _walk(coefs, shape, decode_row)
         if not decoder.maybe_exhausted():
             raise LatentFileError("ec payload has data past the coded symbols")
-        return _dequantize(ctx.state[0, :, 1:], means, steps, shrinks)
+        return _dequantize(ctx.state[0, :, 1:], means, steps, shrinks, weights)
 
 
 register(EntropyCodedMethod())
