@@ -27,7 +27,7 @@ from codec.images import image_to_tensor, tensor_to_image
 from codec.methods import get_method
 from codec.models import LatentAutoencoder, load_autoencoder
 from codec.rate_control import psnr
-from codec.refine import dequantizer, refine, steps_for
+from codec.refine import refine, steps_for
 
 from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths
 from .report import text_table
@@ -72,7 +72,7 @@ def image_rows(
         for effort in efforts:
             steps = steps_for(effort)
             (refined, _), refine_s = _seconds(
-                refine, pixels, latent[None], codec.decoder, dequantizer(method, quality), steps
+                refine, pixels, latent[None], codec.decoder, method, quality, steps
             )
             family = codec.decoder.family if steps else None
             data, pack_s = _seconds(

@@ -15,7 +15,7 @@ from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, t
 from .methods import get_method, method_by_id
 from .models import LatentAutoencoder, load_autoencoder
 from .rate_control import largest_fitting, psnr, smallest_reaching
-from .refine import dequantizer, refine, resolve_effort, steps_for
+from .refine import refine, resolve_effort, steps_for
 from .settings import CodecSettings
 from .tiling import run_tiled
 
@@ -123,9 +123,7 @@ class Codec:
         def file_at(q: int) -> bytes:
             if not effort:
                 return self.pack(latent, *size, method=coder.name, quality=q)
-            refined, _ = refine(
-                pixels, latent[None], self.decoder, dequantizer(coder, q), steps_for(effort)
-            )
+            refined, _ = refine(pixels, latent[None], self.decoder, coder, q, steps_for(effort))
             return self.pack(
                 refined[0], *size, method=coder.name, quality=q,
                 target_family=self.decoder.family,

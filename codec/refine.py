@@ -1,10 +1,11 @@
 """Encoder-side refinement (analysis by synthesis): fit the latent to the decoder and quantizer.
 
 Starting from the encoder's latent, Adam steps move the latent so that the target decoder's
-image of the *quantized* latent matches the photo. The quantizer is the method's own, exact
-(forward: the dequantized latent the file will hold; backward: identity, a straight-through
-estimator). Every iterate is scored exactly after quantization and the best one is kept, so
-refinement never does worse than the plain encoder on the decoder it targets.
+image of the *quantized* latent matches the photo. The quantizer is the method's own (forward:
+the dequantized latent, `ec`'s fast approximation during the search; backward: identity, a
+straight-through estimator). The best iterate and the encoder's own latent are then scored
+exactly after quantization and the better one is kept, so refinement never does worse than the
+plain encoder on the decoder it targets.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def resolve_effort(
     return value
 
 
-def dequantizer(method: QuantizationMethod, quality: int) -> Dequantizer:
-    """The exact latent a file of `method` at `quality` holds for a given float latent."""
+def dequantizer(method: QuantizationMethod, quality: int, exact: bool = True) -> Dequantizer:
+    """The latent a file of `method` at `quality` holds for a given float latent.
+
+    `exact=False` gives `ec`'s cheaper approximation (nearest levels, no RDOQ) for search loops.
+    """
     if isinstance(method, ec.EntropyCodedMethod):
-        return lambda latent: ec.quantize(latent, quality).dequantize()
+        return lambda latent: ec.quantize(latent, quality, rdoq=exact).dequantize()
 
     def round_trip(latent: np.ndarray) -> np.ndarray:
         compressed = method.compress(latent, quality)
@@ -86,37 +90,66 @@ def refine(
     images: torch.Tensor,
     latents: np.ndarray,
     decoder: LatentAutoencoder,
-    dequantize: Dequantizer,
+    method: QuantizationMethod,
+    quality: int,
     steps: int,
     lr: float = LEARNING_RATE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Refined latents `(B, C, h, w)` and their PSNRs (dB) after quantization.
+    """Refined latents `(B, C, h, w)` for files of `method` at `quality`, and their PSNRs (dB).
 
     `images` `(B, 3, H, W)` in [0, 1] with `H <= 8h`, `W <= 8w` (the padding the encoder added
-    is not scored); `latents` the encoder's float latents. Each of the `steps + 1` iterates
-    (the encoder's latent first) is decoded after `dequantize` and the best per image is kept.
+    is not scored); `latents` the encoder's float latents. The search quantizes each of its
+    `steps + 1` iterates (the encoder's latent first) with the fast approximation and keeps the
+    best; that one and the encoder's latent are then quantized exactly, and the better of the
+    two is returned with its exact PSNR.
     """
-    device, dtype = decoder.device, decoder.dtype
-    height, width = images.shape[-2:]
-    target = images.to(device, torch.float32)
-    z = torch.tensor(latents, dtype=torch.float32, device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([z], lr=lr)
+    target = images.to(decoder.device, torch.float32)
     best = np.array(latents, dtype=np.float32, copy=True)
-    best_mse = np.full(len(best), np.inf)
+    if steps:
+        best = _search(best, target, decoder, dequantizer(method, quality, exact=False), steps, lr)
+    exact = dequantizer(method, quality)
+    with torch.no_grad():
+        candidates = torch.from_numpy(np.stack([exact(z) for z in (*latents, *best)]))
+        out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
+    scores = _mse(out, torch.cat([target, target])).reshape(2, -1)
+    keep = scores[1] < scores[0]
+    best[~keep] = latents[~keep]
+    return best, -10 * np.log10(np.maximum(scores.min(axis=0), 1e-12))
+
+
+def _mse(decoded: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Per-image MSE of decoded images (cropped to the target, clamped as a PNG would be)."""
+    height, width = target.shape[-2:]
+    error = decoded.detach().float()[..., :height, :width].clamp(0, 1) - target
+    return error.square().mean(dim=(1, 2, 3)).cpu().numpy()
+
+
+def _search(
+    start: np.ndarray,
+    target: torch.Tensor,
+    decoder: LatentAutoencoder,
+    dequantize: Dequantizer,
+    steps: int,
+    lr: float,
+) -> np.ndarray:
+    """Adam through a straight-through quantizer; the best iterate per image under `dequantize`."""
+    height, width = target.shape[-2:]
+    z = torch.tensor(start, device=target.device, requires_grad=True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    best, best_mse = start.copy(), np.full(len(start), np.inf)
     for step in range(steps + 1):
         current = z.detach().cpu().numpy()
         quantized = torch.from_numpy(np.stack([dequantize(item) for item in current]))
-        straight = z + (quantized.to(device) - z).detach()
+        straight = z + (quantized.to(z.device) - z).detach()
         with torch.set_grad_enabled(step < steps):
-            out = decoder.decode_differentiable(straight.to(dtype)).float()[..., :height, :width]
-            error = out - target
-        mse = (out.detach().clamp(0, 1) - target).square().mean(dim=(1, 2, 3)).cpu().numpy()
+            out = decoder.decode_differentiable(straight.to(decoder.dtype)).float()
+        mse = _mse(out, target)
         improved = mse < best_mse
         best[improved], best_mse[improved] = current[improved], mse[improved]
         if step == steps:
             break
         # A sum, not a mean: keeps the gradients far from fp16's underflow on CUDA.
-        loss = error.square().sum()
+        loss = (out[..., :height, :width] - target).square().sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if not torch.isfinite(z.grad).all():
@@ -124,4 +157,4 @@ def refine(
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         optimizer.step()
-    return best, -10 * np.log10(np.maximum(best_mse, 1e-12))
+    return best

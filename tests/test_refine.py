@@ -84,9 +84,10 @@ def test_dequantizer_is_exactly_what_the_file_holds(method):
 
 def test_refine_never_scores_below_the_plain_latent_and_reports_exact_psnr(codec):
     images, latents = _reachable(codec)
-    quantize = dequantizer(get_method("ec"), 50)
-    _, plain = refine(images, latents, codec.decoder, quantize, 0)
-    refined, scores = refine(images, latents, codec.decoder, quantize, 8)
+    method = get_method("ec")
+    quantize = dequantizer(method, 50)
+    _, plain = refine(images, latents, codec.decoder, method, 50, 0)
+    refined, scores = refine(images, latents, codec.decoder, method, 50, 8)
     assert refined.shape == latents.shape and refined.dtype == np.float32
     assert (scores >= plain).all()
     assert scores.mean() > plain.mean() + 0.02
@@ -159,7 +160,7 @@ def test_real_taesd_refinement_beats_the_plain_encoder_after_quantization():
     codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
     image = Image.open(kodak_path("kodim23.png")).convert("RGB").crop((320, 160, 448, 288))
     latent = codec.latent_of(image)
-    quantize = dequantizer(get_method("ec"), 75)
-    _, scores = refine(image_to_tensor(image), latent[None], codec.decoder, quantize, 4)
-    _, plain = refine(image_to_tensor(image), latent[None], codec.decoder, quantize, 0)
+    pixels, method = image_to_tensor(image), get_method("ec")
+    _, scores = refine(pixels, latent[None], codec.decoder, method, 75, 4)
+    _, plain = refine(pixels, latent[None], codec.decoder, method, 75, 0)
     assert scores[0] > plain[0] + 0.3

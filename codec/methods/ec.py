@@ -369,8 +369,12 @@ def channel_steps(quality: int, channels: int) -> np.ndarray:
     return steps.astype(np.float16).astype(np.float64)
 
 
-def quantize(latent: np.ndarray, quality: int) -> Quantized:
-    """Quantize a `(C, H, W)` latent and fit the context model the coder will use."""
+def quantize(latent: np.ndarray, quality: int, rdoq: bool = True) -> Quantized:
+    """Quantize a `(C, H, W)` latent and fit the context model the coder will use.
+
+    `rdoq=False` keeps the nearest levels: several times faster, a close approximation of the
+    file's latent for searches that quantize many candidates (refinement's inner loop).
+    """
     latent = np.asarray(latent, dtype=np.float64)
     if latent.ndim != 3 or 0 in latent.shape:
         raise ValueError(f"expected a non-empty (C, H, W) latent, got shape {latent.shape}")
@@ -381,7 +385,7 @@ def quantize(latent: np.ndarray, quality: int) -> Quantized:
     symbols = np.clip(np.round(ratio), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
     coefs, means, scales = _fit(symbols)
     shrinks = _fit_shrinks(ratio, symbols, means)
-    for _ in range(RDOQ_PASSES):
+    for _ in range(RDOQ_PASSES if rdoq else 0):
         rdo = np.clip(_rdoq(ratio, symbols, coefs, shrinks, RDOQ_LAMBDA), -MAX_SYMBOL, MAX_SYMBOL)
         coefs, means, scales = _fit(rdo)
         shrinks = _fit_shrinks(ratio, rdo, means)
