@@ -7,8 +7,10 @@ For each image: the plain encoder's latent (timed), its float round trip through
 then at each quality and effort a refined latent coded to a file (encode seconds: encoder +
 refinement + coding) and decoded (decode seconds). The highest effort's and the plain files
 are also decoded by a second decoder (`--cross-decoder`, e.g. the full SD VAE; by default a
-tiny random AutoencoderKL, which only proves that path runs). Prints one row per quality and
-effort and the PSNR at `--at-bpp` interpolated per effort; writes per-image CSV rows.
+tiny random AutoencoderKL, which only proves that path runs). The 2022 `palette` baseline is
+coded from the plain latent at `--baseline-qualities`. Prints one row per quality and effort,
+the PSNR at `--at-bpp` interpolated per effort, and each effort's BD-rate (PSNR) against the
+baseline; writes per-image CSV rows.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ from codec.models import LatentAutoencoder, load_autoencoder
 from codec.rate_control import psnr
 from codec.refine import refine, steps_for
 
+from .bdrate import bd_rate
 from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths
 from .report import text_table
 
+BASELINE = "palette"
+BASELINE_QUALITIES = (100, 88, 63, 35)
+"""The palette settings `benchmarks.rd` picks on Kodak (0.05 to 0.15 bpp)."""
 COLUMNS = [
-    "image", "quality", "effort", "steps", "bytes", "bpp", "psnr", "float_psnr",
+    "method", "image", "quality", "effort", "steps", "bytes", "bpp", "psnr", "float_psnr",
     "encode_s", "decode_s", "cross_decoder", "cross_psnr",
 ]  # fmt: skip
 
@@ -57,9 +63,14 @@ def _cross_decoder(spec: str | None) -> tuple[str, LatentAutoencoder]:
 
 
 def image_rows(
-    codec: Codec, cross: tuple[str, LatentAutoencoder], path: Path, qualities, efforts
+    codec: Codec,
+    cross: tuple[str, LatentAutoencoder],
+    path: Path,
+    qualities,
+    efforts,
+    baseline_qualities,
 ) -> list[dict]:
-    """CSV rows of one image at every quality and effort."""
+    """CSV rows of one image at every quality and effort, then of the baseline's qualities."""
     image = Image.open(path).convert("RGB")
     latent, latent_s = _seconds(codec.latent_of, image)
     float_image = codec.decode_latents(torch.from_numpy(latent)[None])[0]
@@ -67,7 +78,21 @@ def image_rows(
     method = get_method(codec.settings.method)
     pixels = image_to_tensor(image)
     cross_name, cross_model = cross
-    rows = []
+
+    def row(method_name: str, quality: int, effort: int, latent_used: np.ndarray,
+            extra_s: float, family: str | None) -> tuple[dict, bytes]:  # fmt: skip
+        data, pack_s = _seconds(codec.pack, latent_used, *image.size, method=method_name,
+                                quality=quality, target_family=family)  # fmt: skip
+        decoded, decode_s = _seconds(codec.decode, data)
+        return {
+            "method": method_name, "image": path.stem, "quality": quality, "effort": effort,
+            "steps": steps_for(effort), "bytes": len(data),
+            "bpp": len(data) * 8 / (image.width * image.height), "psnr": psnr(image, decoded),
+            "float_psnr": float_psnr, "encode_s": latent_s + extra_s + pack_s,
+            "decode_s": decode_s, "cross_decoder": "", "cross_psnr": "",
+        }, data  # fmt: skip
+
+    rows = [row(BASELINE, quality, 0, latent, 0.0, None)[0] for quality in baseline_qualities]
     for quality in qualities:
         for effort in efforts:
             steps = steps_for(effort)
@@ -75,54 +100,58 @@ def image_rows(
                 refine, pixels, latent[None], codec.decoder, method, quality, steps
             )
             family = codec.decoder.family if steps else None
-            data, pack_s = _seconds(
-                codec.pack, refined[0], *image.size, quality=quality, target_family=family
-            )
-            decoded, decode_s = _seconds(codec.decode, data)
-            row = {
-                "image": path.stem, "quality": quality, "effort": effort, "steps": steps,
-                "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
-                "psnr": psnr(image, decoded), "float_psnr": float_psnr,
-                "encode_s": latent_s + refine_s + pack_s, "decode_s": decode_s,
-                "cross_decoder": "", "cross_psnr": "",
-            }  # fmt: skip
+            result, data = row(method.name, quality, effort, refined[0], refine_s, family)
+            rows.append(result)
             if effort in (min(efforts), max(efforts)):
                 stored = torch.from_numpy(codec.unpack(data)[1])[None]
                 other = cross_model.decode(stored)[0, :, : image.height, : image.width]
-                row |= {
+                rows[-1] |= {
                     "cross_decoder": cross_name,
                     "cross_psnr": psnr(image, tensor_to_image(other)),
                 }
-            rows.append(row)
     return rows
 
 
 def summary(rows: list[dict], at_bpp: float) -> tuple[list[list[str]], list[list[str]]]:
-    """Mean table by quality and effort, and the PSNR at `at_bpp` by effort (interpolated)."""
+    """Mean table by method, quality and effort, and by effort the PSNR at `at_bpp`
+    (interpolated) and the BD-rate against the baseline."""
     float_psnr = np.mean(list({r["image"]: r["float_psnr"] for r in rows}.values()))
-    header = ["quality", "effort", "steps", "bpp", "PSNR", "vs float", "encode s", "decode s",
-              "cross PSNR"]  # fmt: skip
+    header = ["method", "quality", "effort", "steps", "bpp", "PSNR", "vs float", "encode s",
+              "decode s", "cross PSNR"]  # fmt: skip
     table, curves = [header], {}
-    for key in sorted({(r["quality"], r["effort"]) for r in rows}):
-        group = [r for r in rows if (r["quality"], r["effort"]) == key]
+    for key in sorted({(r["method"], r["quality"], r["effort"]) for r in rows}):
+        group = [r for r in rows if (r["method"], r["quality"], r["effort"]) == key]
         bpp, quality = np.mean([r["bpp"] for r in group]), np.mean([r["psnr"] for r in group])
         cross = [r["cross_psnr"] for r in group if r["cross_psnr"] != ""]
-        curves.setdefault(key[1], []).append((bpp, quality))
+        curves.setdefault((key[0], key[2]), []).append((bpp, quality))
         table.append([
-            str(key[0]), str(key[1]), str(group[0]["steps"]), f"{bpp:.4f}", f"{quality:.2f}",
+            key[0], str(key[1]), str(key[2]), str(group[0]["steps"]), f"{bpp:.4f}",
+            f"{quality:.2f}",
             f"{quality - float_psnr:+.2f}", f"{np.mean([r['encode_s'] for r in group]):.2f}",
             f"{np.mean([r['decode_s'] for r in group]):.2f}",
             f"{np.mean(cross):.2f}" if cross else "",
         ])  # fmt: skip
-    at = [["effort", f"PSNR at {at_bpp} bpp", "vs float"]]
-    for effort, points in sorted(curves.items()):
+    baseline = curves.pop((BASELINE, 0), None)
+    at = [["effort", f"PSNR at {at_bpp} bpp", "vs float", f"BD-rate vs {BASELINE} (PSNR)"]]
+    for (_, effort), points in sorted(curves.items(), key=lambda item: item[0][1]):
         bpps, psnrs = zip(*sorted(points), strict=True)
+        row = [str(effort), f"outside {bpps[0]:.3f}..{bpps[-1]:.3f}", ""]
         if bpps[0] <= at_bpp <= bpps[-1]:
             value = float(np.interp(at_bpp, bpps, psnrs))
-            at.append([str(effort), f"{value:.2f}", f"{value - float_psnr:+.2f}"])
-        else:
-            at.append([str(effort), f"outside {bpps[0]:.3f}..{bpps[-1]:.3f}", ""])
+            row[1:] = [f"{value:.2f}", f"{value - float_psnr:+.2f}"]
+        row.append(_bd(baseline, points))
+        at.append(row)
     return table, at
+
+
+def _bd(baseline: list[tuple[float, float]] | None, points: list[tuple[float, float]]) -> str:
+    """BD-rate of `points` against the baseline's, or why there is none."""
+    if not baseline:
+        return "no baseline"
+    try:
+        return f"{bd_rate(*zip(*baseline, strict=True), *zip(*points, strict=True)):+.1f}%"
+    except ValueError as exc:
+        return f"n/a ({exc})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=24, help="use the first N images")
     parser.add_argument("--qualities", type=int, nargs="+", default=[70, 75, 80])
     parser.add_argument("--efforts", type=int, nargs="+", default=[0, 1, 3, 5, 7, 9])
+    parser.add_argument(
+        "--baseline-qualities", type=int, nargs="*", default=list(BASELINE_QUALITIES),
+        help=f"{BASELINE} qualities for the BD-rate (none: leave the baseline out)",
+    )  # fmt: skip
     parser.add_argument("--cross-decoder", help="model spec of a second decoder (SD VAE)")
     parser.add_argument("--at-bpp", type=float, default=0.15, help="rate of the summary line")
     parser.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
@@ -152,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         writer = csv.DictWriter(file, COLUMNS)
         writer.writeheader()
         for path in kodak_paths(args.kodak, args.images):
-            new = image_rows(codec, cross, path, args.qualities, sorted(args.efforts))
+            new = image_rows(
+                codec, cross, path, args.qualities, sorted(args.efforts), args.baseline_qualities
+            )
             writer.writerows(new)
             file.flush()
             rows += new
