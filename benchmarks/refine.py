@@ -96,9 +96,11 @@ def image_rows(
     for quality in qualities:
         for effort in efforts:
             steps = steps_for(effort)
-            (refined, _), refine_s = _seconds(
-                refine, pixels, latent[None], codec.decoder, method, quality, steps
-            )
+            refined, refine_s = latent[None], 0.0
+            if steps:
+                (refined, _), refine_s = _seconds(
+                    refine, pixels, latent[None], codec.decoder, method, quality, steps
+                )
             family = codec.decoder.family if steps else None
             result, data = row(method.name, quality, effort, refined[0], refine_s, family)
             rows.append(result)

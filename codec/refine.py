@@ -105,16 +105,18 @@ def refine(
     """
     target = images.to(decoder.device, torch.float32)
     best = np.array(latents, dtype=np.float32, copy=True)
+    searched = [best]
     if steps:
-        best = _search(best, target, decoder, dequantizer(method, quality, exact=False), steps, lr)
+        approximate = dequantizer(method, quality, exact=False)
+        searched.append(_search(best, target, decoder, approximate, steps, lr))
     exact = dequantizer(method, quality)
     with torch.no_grad():
-        candidates = torch.from_numpy(np.stack([exact(z) for z in (*latents, *best)]))
+        candidates = torch.from_numpy(np.stack([exact(z) for z in np.concatenate(searched)]))
         out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
-    scores = _mse(out, torch.cat([target, target])).reshape(2, -1)
-    keep = scores[1] < scores[0]
-    best[~keep] = latents[~keep]
-    return best, -10 * np.log10(np.maximum(scores.min(axis=0), 1e-12))
+    scores = _mse(out, target.repeat(len(searched), 1, 1, 1)).reshape(len(searched), -1)
+    winner = scores.argmin(axis=0)
+    chosen = np.stack([searched[w][i] for i, w in enumerate(winner)])
+    return chosen, -10 * np.log10(np.maximum(scores.min(axis=0), 1e-12))
 
 
 def _mse(decoded: torch.Tensor, target: torch.Tensor) -> np.ndarray:
