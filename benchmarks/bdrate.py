@@ -39,27 +39,19 @@ def _overlap(a: np.ndarray, b: np.ndarray, axis: str) -> tuple[float, float]:
     return low, high
 
 
-def bd_rate(
-    ref_rate: Sequence[float],
-    ref_quality: Sequence[float],
-    test_rate: Sequence[float],
-    test_quality: Sequence[float],
-) -> float:
+Curve = tuple[Sequence[float], Sequence[float]]
+"""A codec's (rates, qualities) points."""
+
+
+def bd_rate(ref: Curve, test: Curve) -> float:
     """Bjøntegaard delta rate of `test` against `ref`, in percent."""
-    ref_log, ref_q = _points(ref_rate, ref_quality)
-    test_log, test_q = _points(test_rate, test_quality)
+    (ref_log, ref_q), (test_log, test_q) = _points(*ref), _points(*test)
     return (float(np.exp(_delta(ref_q, ref_log, test_q, test_log, "quality"))) - 1) * 100
 
 
-def bd_quality(
-    ref_rate: Sequence[float],
-    ref_quality: Sequence[float],
-    test_rate: Sequence[float],
-    test_quality: Sequence[float],
-) -> float:
+def bd_quality(ref: Curve, test: Curve) -> float:
     """Bjøntegaard delta quality (BD-PSNR when quality is PSNR) of `test` against `ref`."""
-    ref_log, ref_q = _points(ref_rate, ref_quality)
-    test_log, test_q = _points(test_rate, test_quality)
+    (ref_log, ref_q), (test_log, test_q) = _points(*ref), _points(*test)
     return _delta(ref_log, ref_q, test_log, test_q, "rate")
 
 

@@ -70,7 +70,7 @@ def image_rows(
     efforts,
     baseline_qualities,
 ) -> list[dict]:
-    """CSV rows of one image at every quality and effort, then of the baseline's qualities."""
+    """CSV rows of one image: the baseline at its qualities, then every quality and effort."""
     image = Image.open(path).convert("RGB")
     latent, latent_s = _seconds(codec.latent_of, image)
     float_image = codec.decode_latents(torch.from_numpy(latent)[None])[0]
@@ -151,7 +151,8 @@ def _bd(baseline: list[tuple[float, float]] | None, points: list[tuple[float, fl
     if not baseline:
         return "no baseline"
     try:
-        return f"{bd_rate(*zip(*baseline, strict=True), *zip(*points, strict=True)):+.1f}%"
+        curves = (tuple(zip(*c, strict=True)) for c in (baseline, points))
+        return f"{bd_rate(*curves):+.1f}%"
     except ValueError as exc:
         return f"n/a ({exc})"
 

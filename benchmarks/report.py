@@ -74,10 +74,7 @@ def _metric(point: Point, metric: str) -> float:
 
 def _cell(fn, ref: list[Point], test: list[Point], metric: str, fmt: str) -> str:
     try:
-        value = fn(
-            [p.bpp for p in ref], [_metric(p, metric) for p in ref],
-            [p.bpp for p in test], [_metric(p, metric) for p in test],
-        )  # fmt: skip
+        value = fn(*(([p.bpp for p in c], [_metric(p, metric) for p in c]) for c in (ref, test)))
     except ValueError:
         return "n/a"
     return format(value, fmt)

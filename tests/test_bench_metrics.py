@@ -64,24 +64,24 @@ def test_bits_per_pixel() -> None:
 
 
 def test_bd_rate_of_curve_against_itself_is_zero() -> None:
-    assert bdrate.bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
-    assert bdrate.bd_quality(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+    assert bdrate.bd_rate((RATES, PSNRS), (RATES, PSNRS)) == pytest.approx(0.0, abs=1e-9)
+    assert bdrate.bd_quality((RATES, PSNRS), (RATES, PSNRS)) == pytest.approx(0.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("factor, expected", [(0.5, -50.0), (2.0, 100.0), (0.8, -20.0)])
 def test_bd_rate_of_scaled_rates(factor: float, expected: float) -> None:
     test_rates = [r * factor for r in RATES]
-    assert bdrate.bd_rate(RATES, PSNRS, test_rates, PSNRS) == pytest.approx(expected)
+    assert bdrate.bd_rate((RATES, PSNRS), (test_rates, PSNRS)) == pytest.approx(expected)
 
 
 def test_bd_rate_ignores_point_order() -> None:
     half = [r / 2 for r in RATES]
-    assert bdrate.bd_rate(RATES[::-1], PSNRS[::-1], half, PSNRS) == pytest.approx(-50.0)
+    assert bdrate.bd_rate((RATES[::-1], PSNRS[::-1]), (half, PSNRS)) == pytest.approx(-50.0)
 
 
 def test_bd_quality_of_constant_gain() -> None:
     better = [p + 1.5 for p in PSNRS]
-    assert bdrate.bd_quality(RATES, PSNRS, RATES, better) == pytest.approx(1.5)
+    assert bdrate.bd_quality((RATES, PSNRS), (RATES, better)) == pytest.approx(1.5)
 
 
 def test_bd_rate_uses_only_the_overlap() -> None:
@@ -90,7 +90,7 @@ def test_bd_rate_uses_only_the_overlap() -> None:
     # linear in log-rate, which PCHIP reproduces exactly whatever the points.
     rates = np.array([0.05, 0.08, 0.12, 0.2, 0.3])
     psnrs = 30 + 4 * np.log(rates)
-    assert bdrate.bd_rate(rates, psnrs, rates[2:] / 2, psnrs[2:]) == pytest.approx(-50.0)
+    assert bdrate.bd_rate((rates, psnrs), (rates[2:] / 2, psnrs[2:])) == pytest.approx(-50.0)
 
 
 def test_bd_rate_matches_closed_form_for_log_linear_curves() -> None:
@@ -98,14 +98,14 @@ def test_bd_rate_matches_closed_form_for_log_linear_curves() -> None:
     rates = np.array([0.05, 0.1, 0.2, 0.4])
     ref_q, test_q = 30 + 4 * np.log(rates), 31 + 4 * np.log(rates)
     expected = (math.exp(-1 / 4) - 1) * 100
-    assert bdrate.bd_rate(rates, ref_q, rates, test_q) == pytest.approx(expected)
+    assert bdrate.bd_rate((rates, ref_q), (rates, test_q)) == pytest.approx(expected)
 
 
 def test_bd_fails_without_overlap() -> None:
     with pytest.raises(ValueError, match="do not overlap"):
-        bdrate.bd_rate(RATES, PSNRS, RATES, [p + 10 for p in PSNRS])
+        bdrate.bd_rate((RATES, PSNRS), (RATES, [p + 10 for p in PSNRS]))
     with pytest.raises(ValueError, match="do not overlap"):
-        bdrate.bd_quality(RATES, PSNRS, [r * 10 for r in RATES], PSNRS)
+        bdrate.bd_quality((RATES, PSNRS), ([r * 10 for r in RATES], PSNRS))
 
 
 @pytest.mark.parametrize(
@@ -115,4 +115,4 @@ def test_bd_fails_without_overlap() -> None:
 )  # fmt: skip
 def test_bd_rejects_bad_curves(rates: list[float], qualities: list[float]) -> None:
     with pytest.raises(ValueError):
-        bdrate.bd_rate(rates, qualities, RATES, PSNRS)
+        bdrate.bd_rate((rates, qualities), (RATES, PSNRS))

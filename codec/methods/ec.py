@@ -161,14 +161,19 @@ def _scale_of(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return np.clip(_linear(weights, feats), _MIN_SCALE, _MAX_SCALE)
 
 
+def _ridge(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Ridge least-squares weights `(T, F)` of `targets (T, N)` on `features (F, N)`."""
+    gram = features @ features.T
+    gram += np.eye(len(gram)) * (1e-6 * np.trace(gram) + 1e-9)
+    return np.linalg.solve(gram, features @ targets.T).T
+
+
 def _lstsq_fixed(
     feats: np.ndarray, target: np.ndarray, unit: int, bias_range: tuple[int, int]
 ) -> np.ndarray:
     """Ridge least-squares weights (bias first) in fixed point `2**-unit`, clipped to fit."""
     a = np.concatenate([np.ones((1, target.size)), feats.reshape(len(feats), -1)])
-    gram = a @ a.T
-    gram += np.eye(len(gram)) * (1e-6 * np.trace(gram) + 1e-9)
-    sol = np.linalg.solve(gram, a @ target.ravel().astype(np.float64))
+    sol = _ridge(a, target.reshape(1, -1).astype(np.float64))[0]
     fixed = np.round(sol * (1 << unit))
     fixed[0] = np.clip(fixed[0], *bias_range)
     fixed[1:] = np.clip(fixed[1:], -128, 127)
@@ -321,10 +326,7 @@ def _fit_filter(ratio: np.ndarray, values: np.ndarray) -> np.ndarray | None:
     Both sides of the trade are in the RDOQ's units: squared error in steps against
     `RDOQ_LAMBDA` times the weights' code length.
     """
-    feats = _filter_features(values)
-    gram = feats @ feats.T
-    gram += np.eye(len(gram)) * (1e-6 * np.trace(gram) + 1e-9)
-    solution = np.linalg.solve(gram, feats @ (ratio - values).reshape(len(values), -1).T).T
+    solution = _ridge(_filter_features(values), (ratio - values).reshape(len(values), -1))
     weights = np.clip(np.round(solution * (1 << FILTER_BITS)), -128, 127).astype(np.int64)
     gain = np.sum((ratio - values) ** 2) - np.sum((ratio - _filtered(values, weights)) ** 2)
     cost = _laplace_bits(weights, np.zeros_like(weights), _WEIGHT_SCALE_FIXED).sum()
