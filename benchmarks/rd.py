@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from codec.images import tensor_to_image
 from codec.methods import get_method, method_names
 from codec.pipeline import Codec
+from codec.settings import DEFAULT_METHOD
 
 from . import report, standard
 from .common import (
@@ -123,8 +125,11 @@ def pick_qualities(
 
 
 def method_rows(codec: Codec, method: str, qualities: Sequence[int],
-                photos: Sequence[Photo]) -> list[Pending]:  # fmt: skip
-    """A codec method at each quality: encode = latent_of (cached time) + pack; decode whole."""
+                photos: Sequence[Photo], label: str | None = None) -> list[Pending]:  # fmt: skip
+    """A codec method at each quality: encode = latent_of (cached time) + pack; decode whole.
+
+    The rows are named `label` (default: the method's name).
+    """
     rows = []
     for quality in qualities:
         for photo in tqdm(photos, desc=f"{method} q={quality}", leave=False):
@@ -134,9 +139,16 @@ def method_rows(codec: Codec, method: str, qualities: Sequence[int],
             start = time.perf_counter()
             decoded = codec.decode(data)
             decode_s = time.perf_counter() - start
-            rows.append(_pending(method, f"q={quality}", photo, quality, len(data), decoded,
-                             photo.latent_s + pack_s, decode_s))  # fmt: skip
+            rows.append(_pending(label or method, f"q={quality}", photo, quality, len(data),
+                                 decoded, photo.latent_s + pack_s, decode_s))  # fmt: skip
     return rows
+
+
+def corrected_photo(codec: Codec, photo: Photo) -> Photo:
+    """`photo` with its latent moved by the codec's learned correction, and the time added."""
+    start = time.perf_counter()
+    latent = codec.correct(photo.latent)
+    return replace(photo, latent=latent, latent_s=photo.latent_s + time.perf_counter() - start)
 
 
 def format_rows(
@@ -272,9 +284,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     photos = [load_photo(codec, p, args.out / "latents") for p in tqdm(paths, desc="latents")]
     codec.decode_latents(torch.zeros(1, 4, 64, 64))  # warm-up, so no timing pays for it
     rows = score(ceiling_rows(codec, photos), args.jobs)
-    for method in tqdm(method_names(), desc="methods"):
-        qualities = pick_qualities(codec, method, photos, method_grid)
-        rows += score(method_rows(codec, method, qualities, photos), args.jobs)
+    corrected = [corrected_photo(codec, p) for p in photos]
+    series = [(m, m, corrected if m == DEFAULT_METHOD else photos) for m in method_names()]
+    series.append((f"{DEFAULT_METHOD} {report.UNCORRECTED}", DEFAULT_METHOD, photos))
+    for label, method, inputs in tqdm(series, desc="methods"):
+        qualities = pick_qualities(codec, method, inputs, method_grid)
+        rows += score(method_rows(codec, method, qualities, inputs, label), args.jobs)
     for fmt in tqdm(standard.FORMATS.values(), desc="formats"):
         rows += score(format_rows(fmt, format_grid, photos, args.jobs), args.jobs)
 

@@ -4,8 +4,9 @@
         --qualities 70 75 80 --efforts 0 1 3 5 7 9
 
 For each image: the plain encoder's latent (timed), its float round trip through the decoder,
-then at each quality and effort a refined latent coded to a file (encode seconds: encoder +
-refinement + coding) and decoded (decode seconds). The highest effort's and the plain files
+then at each quality and effort the latent (moved by the learned correction where one serves
+these models) refined and coded to a file (encode seconds: encoder + correction + refinement +
+coding) and decoded (decode seconds). The highest effort's and the plain files
 are also decoded by a second decoder (`--cross-decoder`, e.g. the full SD VAE; by default a
 tiny random AutoencoderKL, which only proves that path runs). The 2022 `palette` baseline is
 coded from the plain latent at `--baseline-qualities`. Prints one row per quality and effort,
@@ -93,15 +94,18 @@ def image_rows(
         }, data  # fmt: skip
 
     rows = [row(BASELINE, quality, 0, latent, 0.0, None)[0] for quality in baseline_qualities]
+    start, correct_s = _seconds(codec.correct, latent)
+    tuned_for = codec.decoder.family if codec.correction is not None else None
     for quality in qualities:
         for effort in efforts:
             steps = steps_for(effort)
-            refined, refine_s = latent[None], 0.0
+            refined, refine_s = start[None], 0.0
             if steps:
                 (refined, _), refine_s = _seconds(
-                    refine, pixels, latent[None], codec.decoder, method, quality, steps
+                    refine, pixels, start[None], codec.decoder, method, quality, steps
                 )
-            family = codec.decoder.family if steps else None
+            family = codec.decoder.family if steps else tuned_for
+            refine_s += correct_s
             result, data = row(method.name, quality, effort, refined[0], refine_s, family)
             rows.append(result)
             if effort in (min(efforts), max(efforts)):

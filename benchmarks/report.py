@@ -14,6 +14,8 @@ from scipy.interpolate import PchipInterpolator
 from .bdrate import bd_quality, bd_rate
 
 CEILING = "float latent"
+UNCORRECTED = "(plain encoder)"
+"""Suffix of the series coded from the encoder's latent without the learned correction."""
 METRICS = ("psnr", "ms_ssim", "ssimulacra2")
 COLUMNS = (
     "method",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .container import LatentFile
+from .correction import LatentCorrection, correction_for
 from .errors import LatentSpaceMismatchError
 from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
 from .methods import get_method, method_by_id
@@ -41,6 +44,14 @@ class Codec:
         if self.settings.tile % 64:
             raise ValueError(f"tile must be a multiple of 64 pixels, got {self.settings.tile}")
         get_method(self.settings.method)
+        if (
+            self.settings.correction not in ("auto", "off")
+            and not Path(self.settings.correction).is_file()
+        ):
+            raise ValueError(
+                "LATENT_GALLERY_CORRECTION must be auto, off or a correction file's path, "
+                f"got {self.settings.correction!r}"
+            )
         self._encoder, self._decoder = encoder, decoder
         self._load_lock = threading.Lock()
 
@@ -91,6 +102,15 @@ class Codec:
         )
         return latent[0].numpy()
 
+    @cached_property
+    def correction(self) -> LatentCorrection | None:
+        """The learned correction `settings.correction` names for these models, if any."""
+        return correction_for(self.settings.correction, self.encoder, self.decoder)
+
+    def correct(self, latent: np.ndarray) -> np.ndarray:
+        """`latent` moved by the learned correction; unchanged where none applies."""
+        return latent if self.correction is None else self.correction.apply_to(latent)
+
     def encode(
         self,
         source: ImageSource | Image.Image,
@@ -110,19 +130,22 @@ class Codec:
         if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:
             raise ValueError("give at most one of quality, target_bytes, target_psnr")
         image = (source if isinstance(source, Image.Image) else self.open(source)).convert("RGB")
-        latent = self.latent_of(image)
+        latent = self.correct(self.latent_of(image))
         size = (image.width, image.height)
         effort = resolve_effort(effort, self.encoder.device, size, self.settings.tile)
+        tuned_for = self.decoder.family if self.correction is not None else None
         if not effort and target_psnr is None:
             return self.pack(
-                latent, *size, method=method, quality=quality, target_bytes=target_bytes
-            )
+                latent, *size, method=method, quality=quality, target_bytes=target_bytes,
+                target_family=tuned_for,
+            )  # fmt: skip
         coder = get_method(method or self.settings.method)
         pixels = image_to_tensor(image)
 
         def file_at(q: int) -> bytes:
             if not effort:
-                return self.pack(latent, *size, method=coder.name, quality=q)
+                return self.pack(latent, *size, method=coder.name, quality=q,
+                                 target_family=tuned_for)  # fmt: skip
             refined, _ = refine(pixels, latent[None], self.decoder, coder, q, steps_for(effort))
             return self.pack(
                 refined[0], *size, method=coder.name, quality=q,
@@ -149,7 +172,7 @@ class Codec:
     ) -> bytes:
         """Quantize and code a latent into a latent file; `target_bytes` picks the quality.
 
-        `target_family` records the decoder family a refined latent was optimised for.
+        `target_family` records the decoder family a corrected or refined latent was tuned for.
         """
         coder = get_method(method or self.settings.method)
         if quality is not None and target_bytes is not None:

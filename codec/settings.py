@@ -22,6 +22,7 @@ class CodecSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     tile: int = 1024
     method: str = DEFAULT_METHOD
+    correction: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CodecSettings:
@@ -34,6 +35,7 @@ class CodecSettings:
             max_pixels=env_number(environ, "LATENT_GALLERY_MAX_PIXELS", defaults.max_pixels),
             tile=env_number(environ, "LATENT_GALLERY_TILE", defaults.tile),
             method=environ.get("LATENT_GALLERY_METHOD", defaults.method),
+            correction=environ.get("LATENT_GALLERY_CORRECTION", defaults.correction),
         )
 
 

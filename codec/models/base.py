@@ -11,14 +11,20 @@ import torch
 from ..spaces import LatentSpace
 
 
-def state_fingerprint(module: torch.nn.Module, prefixes: Iterable[str]) -> bytes:
-    """8 bytes of SHA-256 over the float32 weights whose names start with one of `prefixes`."""
+def state_fingerprint(
+    module: torch.nn.Module, prefixes: Iterable[str], dtype: torch.dtype = torch.float32
+) -> bytes:
+    """8 bytes of SHA-256 over the weights whose names start with one of `prefixes`.
+
+    The weights are rounded to `dtype` first (float32: as they are).
+    """
     digest = hashlib.sha256()
     prefixes = tuple(prefixes)
     for name, tensor in sorted(module.state_dict().items()):
         if name.startswith(prefixes):
             digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            rounded = tensor.detach().to("cpu").to(dtype).to(torch.float32)
+            digest.update(rounded.contiguous().numpy().tobytes())
     return digest.digest()[:8]
 
 
@@ -29,6 +35,8 @@ class LatentAutoencoder:
     `(B, 4, H/8, W/8)`; `decode` is the inverse. Both run under `torch.inference_mode`, one
     call at a time (a lock), so a loaded model can be shared between threads. On CUDA the
     model runs in fp16 and falls back to fp32 for good if fp16 ever gives a non-finite result.
+    `rounded_fingerprints` are the encoder's and decoder's fingerprints at bfloat16 precision
+    (see `codec.correction`).
     """
 
     family: str = ""
@@ -48,6 +56,10 @@ class LatentAutoencoder:
         self.name = name
         self.encoder_fingerprint = state_fingerprint(module, self.encoder_prefixes)
         self.decoder_fingerprint = state_fingerprint(module, self.decoder_prefixes)
+        self.rounded_fingerprints = tuple(
+            state_fingerprint(module, prefixes, torch.bfloat16)
+            for prefixes in (self.encoder_prefixes, self.decoder_prefixes)
+        )
         self.device = device
         self.dtype = dtype
         self.module = module.to(device) if dtype == torch.float32 else module.to(device, dtype)

@@ -1,0 +1,114 @@
+"""The learned latent correction: training, the file, which models it serves, what it gains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import Codec, CodecSettings, LatentFile
+from codec.correction import WEIGHTS, correction_for, read_correction
+from codec.errors import ModelLoadError
+from codec.images import image_to_tensor, tensor_to_image
+from codec.models import load_autoencoder
+from codec.rate_control import psnr
+from codec.train_correction import main
+from tests.conftest import noise
+from tests.shared import kodak_path, taesd_path
+from tests.tiny_models import tiny_taesd, tiny_taesd_module
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-taesd")
+    tiny_taesd_module().save_pretrained(folder)
+    return folder
+
+
+def tiny_env(patch: pytest.MonkeyPatch, folder) -> None:
+    for name in ("ENCODER", "DECODER"):
+        patch.setenv(f"LATENT_GALLERY_{name}", str(folder))
+    patch.setenv("LATENT_GALLERY_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_folder, tmp_path_factory):
+    """A correction file trained for a few steps for the tiny TAESD (seed 0)."""
+    folder = tmp_path_factory.mktemp("train")
+    noise(128, 96, seed=1).save(folder / "a.png")
+    noise(100, 140, seed=2).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image; skipped by suffix")
+    (folder / "broken.png").write_bytes(b"not a PNG; skipped with a warning")
+    out = folder / "tiny.safetensors"
+    with pytest.MonkeyPatch.context() as patch:
+        tiny_env(patch, tiny_folder)
+        argv = ["--images", str(folder), "--steps", "4", "--crop", "10", "--batch", "2"]
+        assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def test_training_writes_a_correction_for_its_models_only(trained):
+    correction, trained_for = read_correction(trained)
+    model, other = tiny_taesd(0), tiny_taesd(1)
+    assert trained_for == (model.rounded_fingerprints[0].hex(), model.rounded_fingerprints[1].hex())
+    assert correction_for("auto", model, model, trained.parent) is not None
+    assert correction_for("auto", other, other, trained.parent) is None
+    assert correction_for("auto", model, other, trained.parent) is None
+    assert correction_for("off", model, model, trained.parent) is None
+    with pytest.raises(ModelLoadError, match="trained for other models"):
+        correction_for(str(trained), other, other)
+    latent = np.random.default_rng(0).normal(size=(4, 6, 8)).astype(np.float32)
+    assert not np.allclose(correction.apply_to(latent), latent), "training moved nothing"
+
+
+def test_codec_applies_the_correction_and_records_the_decoder(trained):
+    model = tiny_taesd(0)
+    image = noise(64, 48, seed=3)
+    corrected = Codec(CodecSettings(correction=str(trained)), encoder=model, decoder=model)
+    plain = Codec(CodecSettings(correction="off"), encoder=model, decoder=model)
+    files = [codec.encode(image, quality=90, effort=0) for codec in (corrected, plain)]
+    assert LatentFile.from_bytes(files[0]).target_family == "taesd"
+    assert LatentFile.from_bytes(files[1]).target_family is None
+    latents = [codec.unpack(data)[1] for codec, data in zip((corrected, plain), files, strict=True)]
+    assert not np.allclose(latents[0], latents[1])
+    assert Codec(CodecSettings(), encoder=model, decoder=model).correction is None
+
+
+def test_bad_correction_settings(tmp_path, trained):
+    with pytest.raises(ValueError, match="auto, off or a correction file"):
+        Codec(CodecSettings(correction="sometimes"))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    for path in (junk, trained.with_suffix(".txt")):
+        with pytest.raises(ModelLoadError, match="not a latent correction file"):
+            read_correction(path)
+
+
+def test_training_usage_errors(tmp_path, capsys, monkeypatch, tiny_folder):
+    tiny_env(monkeypatch, tiny_folder)
+    assert main(["--images", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: no images found in --images"
+    Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
+    assert main(["--images", str(tmp_path), "--crop", "8"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert last_line.startswith("error: crop must be over 8 latent positions")
+    Image.new("RGB", (64, 56)).save(tmp_path / "small.png")
+    assert main(["--images", str(tmp_path), "--crop", "9"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith("error: no training photo is 72 pixels a side")
+
+
+def test_shipped_correction_lifts_real_taesd_on_kodak():
+    """The correction in codec/weights serves the real TAESD and is not trained on Kodak."""
+    model = load_autoencoder(str(taesd_path()), "cpu")
+    correction = correction_for("auto", model, model)
+    assert correction is not None, f"no correction in {WEIGHTS} for {taesd_path()}"
+    photo = Image.open(kodak_path("kodim23.png")).convert("RGB")
+    pixels = image_to_tensor(photo)
+    latent = model.encode(pixels)[0].numpy()
+    gains = []
+    for z in (latent, correction.apply_to(latent)):
+        decoded = model.decode(torch.from_numpy(z)[None])[0]
+        gains.append(psnr(photo, tensor_to_image(decoded)))
+    assert gains[1] > gains[0] + 0.3, gains
