@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +63,10 @@ def load_photo(codec: Codec, path: Path, cache: Path) -> Photo:
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(file, latent=latent, seconds=seconds)
     return Photo(path.stem, image, latent, seconds)
+
+
+def corrected_photo(codec: Codec, photo: Photo) -> Photo:
+    """`photo` with its latent moved by the codec's learned correction, and the time added."""
+    start = time.perf_counter()
+    latent = codec.correct(photo.latent)
+    return replace(photo, latent=latent, latent_s=photo.latent_s + time.perf_counter() - start)

@@ -15,9 +15,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 from codec.methods import method_names
 from codec.pipeline import Codec
+from codec.settings import DEFAULT_METHOD
 
 from . import standard
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, DOCS, Photo, load_photo, make_codec
+from .common import (
+    DEFAULT_KODAK,
+    DEFAULT_OUT,
+    DEFAULT_WEIGHTS,
+    DOCS,
+    Photo,
+    corrected_photo,
+    load_photo,
+    make_codec,
+)
 from .metrics import bits_per_pixel, psnr
 
 IMAGES = ("kodim23", "kodim15", "kodim19")
@@ -66,7 +76,8 @@ def row(codec: Codec, photo: Photo, bpp: float, font: ImageFont.ImageFont) -> li
     target = round(bpp * w * h / 8)
     box = crop_box(photo.image)
     tiles = [labelled(photo.image.crop(box), f"{photo.name} original\n{w}x{h}", font)]
-    decoders = [(m, lambda m=m: method_tile(codec, m, photo, target)) for m in METHODS
+    sources = {m: corrected_photo(codec, photo) if m == DEFAULT_METHOD else photo for m in METHODS}
+    decoders = [(m, lambda m=m: method_tile(codec, m, sources[m], target)) for m in METHODS
                 if m in method_names()]  # fmt: skip
     decoders += [(f, lambda f=f: format_tile(f, photo, target)) for f in FORMATS]
     for name, run in decoders:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from .tiling import run_tiled
 
 ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
 DECODE_OVERLAP = 16  # latent positions shared by neighbouring decoder tiles
+_UNRESOLVED = object()  # the correction before both models are loaded
 
 
 class Codec:
@@ -53,6 +53,7 @@ class Codec:
                 f"got {self.settings.correction!r}"
             )
         self._encoder, self._decoder = encoder, decoder
+        self._correction: LatentCorrection | object | None = _UNRESOLVED
         self._load_lock = threading.Lock()
 
     @classmethod
@@ -74,8 +75,16 @@ class Codec:
             self.load(encoder=False)
         return self._decoder
 
+    @property
+    def correction(self) -> LatentCorrection | None:
+        """The learned correction `settings.correction` names for these models, if any."""
+        if self._correction is _UNRESOLVED:
+            self.load()
+        return self._correction
+
     def load(self, encoder: bool = True, decoder: bool = True) -> None:
-        """Load the models now (raises `ModelLoadError` naming the setting to fix)."""
+        """Load the models now, and with both the correction (raises `ModelLoadError` naming
+        the setting to fix)."""
         with self._load_lock:
             s = self.settings
             if encoder and self._encoder is None:
@@ -88,6 +97,9 @@ class Codec:
                     self._decoder = self._encoder
                 else:
                     self._decoder = load_autoencoder(s.decoder, s.device, "LATENT_GALLERY_DECODER")
+            loaded = self._encoder is not None and self._decoder is not None
+            if loaded and self._correction is _UNRESOLVED:
+                self._correction = correction_for(s.correction, self._encoder, self._decoder)
 
     def open(self, source: ImageSource) -> Image.Image:
         """Decode an untrusted image to RGB under this codec's pixel limit."""
@@ -101,11 +113,6 @@ class Codec:
             self.encoder.encode, pixels, self.settings.tile, ENCODE_OVERLAP, 1 / scale
         )
         return latent[0].numpy()
-
-    @cached_property
-    def correction(self) -> LatentCorrection | None:
-        """The learned correction `settings.correction` names for these models, if any."""
-        return correction_for(self.settings.correction, self.encoder, self.decoder)
 
     def correct(self, latent: np.ndarray) -> np.ndarray:
         """`latent` moved by the learned correction; unchanged where none applies."""
@@ -123,8 +130,9 @@ class Codec:
     ) -> bytes:
         """A latent file of an image (bytes, path, file object or PIL image).
 
-        `effort` 0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`)
-        refines the latent for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
+        The encoder's latent is first moved by the learned correction (`correct`). `effort`
+        0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`) then
+        refines it for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
         (the smallest file whose decoded PSNR reaches it) sets the rate.
         """
         if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:

@@ -22,6 +22,7 @@ def healthz() -> tuple[dict, int]:
         "encoder": codec.encoder.describe(),
         "decoder": codec.decoder.describe(),
         "method": codec.settings.method,
+        "correction": codec.correction is not None,
         "queue_depth": renderer.queue_depth,
         "cache_bytes": renderer.cache.bytes,
     }, 200
