@@ -105,8 +105,8 @@ def image_rows(
                     refine, pixels, start[None], codec.decoder, method, quality, steps
                 )
             family = codec.decoder.family if steps else tuned_for
-            refine_s += correct_s
-            result, data = row(method.name, quality, effort, refined[0], refine_s, family)
+            extra_s = correct_s + refine_s
+            result, data = row(method.name, quality, effort, refined[0], extra_s, family)
             rows.append(result)
             if effort in (min(efforts), max(efforts)):
                 stored = torch.from_numpy(codec.unpack(data)[1])[None]

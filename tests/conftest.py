@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from codec import Codec, CodecSettings
-from tests.tiny_models import tiny_taesd
+from tests.tiny_models import tiny_taesd, tiny_taesd_module
 from webapp import create_app
 from webapp.db import get_db
 from webapp.render import close_renderer, get_renderer
@@ -31,6 +31,22 @@ def tiny_codec() -> Codec:
     """The codec's default method on a tiny random TAESD: fast, no downloads, no ../shared."""
     model = tiny_taesd()
     return Codec(CodecSettings(), encoder=model, decoder=model)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A tiny random TAESD saved as a diffusers folder (a model spec for the variables)."""
+    folder = tmp_path_factory.mktemp("tiny-taesd")
+    tiny_taesd_module().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tiny_folder: Path) -> None:
+    """`LATENT_GALLERY_ENCODER`/`DECODER` set to the tiny TAESD folder, on the CPU."""
+    monkeypatch.setenv("LATENT_GALLERY_ENCODER", str(tiny_folder))
+    monkeypatch.setenv("LATENT_GALLERY_DECODER", str(tiny_folder))
+    monkeypatch.setenv("LATENT_GALLERY_DEVICE", "cpu")
 
 
 @pytest.fixture

@@ -11,21 +11,6 @@ import pytest
 from PIL import Image
 
 from codec.cli import main
-from tests.tiny_models import tiny_taesd_module
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-taesd")
-    tiny_taesd_module().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def env(monkeypatch, tiny_folder):
-    monkeypatch.setenv("LATENT_GALLERY_ENCODER", str(tiny_folder))
-    monkeypatch.setenv("LATENT_GALLERY_DECODER", str(tiny_folder))
-    monkeypatch.setenv("LATENT_GALLERY_DEVICE", "cpu")
 
 
 @pytest.fixture

@@ -16,35 +16,21 @@ from codec.rate_control import psnr
 from codec.train_correction import main
 from tests.conftest import noise
 from tests.shared import kodak_path, taesd_path
-from tests.tiny_models import tiny_taesd, tiny_taesd_module
+from tests.tiny_models import tiny_taesd
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-taesd")
-    tiny_taesd_module().save_pretrained(folder)
-    return folder
-
-
-def tiny_env(patch: pytest.MonkeyPatch, folder) -> None:
-    for name in ("ENCODER", "DECODER"):
-        patch.setenv(f"LATENT_GALLERY_{name}", str(folder))
-    patch.setenv("LATENT_GALLERY_DEVICE", "cpu")
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_folder, tmp_path_factory):
+@pytest.fixture
+def trained(env, tmp_path):
     """A correction file trained for a few steps for the tiny TAESD (seed 0)."""
-    folder = tmp_path_factory.mktemp("train")
+    folder = tmp_path / "train"
+    folder.mkdir()
     noise(128, 96, seed=1).save(folder / "a.png")
     noise(100, 140, seed=2).save(folder / "b.jpg")
     (folder / "notes.txt").write_text("not an image; skipped by suffix")
     (folder / "broken.png").write_bytes(b"not a PNG; skipped with a warning")
     out = folder / "tiny.safetensors"
-    with pytest.MonkeyPatch.context() as patch:
-        tiny_env(patch, tiny_folder)
-        argv = ["--images", str(folder), "--steps", "4", "--crop", "10", "--batch", "2"]
-        assert main([*argv, "--out", str(out)]) == 0
+    argv = ["--images", str(folder), "--steps", "4", "--crop", "10", "--batch", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
     return out
 
 
@@ -85,8 +71,7 @@ def test_bad_correction_settings(tmp_path, trained):
             read_correction(path)
 
 
-def test_training_usage_errors(tmp_path, capsys, monkeypatch, tiny_folder):
-    tiny_env(monkeypatch, tiny_folder)
+def test_training_usage_errors(env, tmp_path, capsys):
     assert main(["--images", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: no images found in --images"
     Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
