@@ -15,6 +15,7 @@ bfloat16 re-save both match. Shipped corrections live in `codec/weights/`.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +32,19 @@ FORMAT = "latent-gallery-correction-1"
 
 
 class LatentCorrection(torch.nn.Module):
-    """`z + f(z)` for latents `(B, channels, h, w)`; the identity until trained."""
+    """`z + f(z)` for latents `(B, channels, h, w)`: `depth` 3×3 convolutions, `width` channels
+    between them, ReLU after all but the last; the identity until trained."""
 
-    def __init__(self, channels: int = 4, width: int = 16) -> None:
+    def __init__(self, channels: int = 4, width: int = 16, depth: int = 3) -> None:
         super().__init__()
-        self.channels, self.width = channels, width
-        self.inner = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, channels, 3, padding=1),
-        )
+        if depth < 2:
+            raise ValueError(f"depth counts convolutions and must be at least 2, got {depth}")
+        self.channels, self.width, self.depth = channels, width, depth
+        sizes = [channels, *[width] * (depth - 1), channels]
+        layers: list[torch.nn.Module] = []
+        for n_in, n_out in pairwise(sizes):
+            layers += [torch.nn.Conv2d(n_in, n_out, 3, padding=1), torch.nn.ReLU()]
+        self.inner = torch.nn.Sequential(*layers[:-1])
         torch.nn.init.zeros_(self.inner[-1].weight)
         torch.nn.init.zeros_(self.inner[-1].bias)
 
@@ -65,6 +67,7 @@ def save_correction(
         "format": FORMAT,
         "channels": str(correction.channels),
         "width": str(correction.width),
+        "depth": str(correction.depth),
         "encoder": encoder.rounded_fingerprints[0].hex(),
         "decoder": decoder.rounded_fingerprints[1].hex(),
         "notes": notes,
@@ -82,7 +85,9 @@ def read_correction(path: Path) -> tuple[LatentCorrection, tuple[str, str]]:
             state = {name: file.get_tensor(name).float() for name in names}
         if meta.get("format") != FORMAT:
             raise ValueError("no correction metadata")
-        correction = LatentCorrection(int(meta["channels"]), int(meta["width"]))
+        correction = LatentCorrection(
+            int(meta["channels"]), int(meta["width"]), int(meta.get("depth", 3))
+        )
         correction.load_state_dict(state)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise ModelLoadError(

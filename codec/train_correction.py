@@ -74,6 +74,7 @@ def train(
     *,
     steps: int = 500,
     width: int = 16,
+    depth: int = 3,
     batch: int = 4,
     crop: int = 32,
     lr: float = 2e-3,
@@ -82,12 +83,11 @@ def train(
     """A correction fitted to `pairs` through `decoder` by Adam with a cosine-decayed rate."""
     if crop <= 2 * MARGIN:
         raise ValueError(f"crop must be over {2 * MARGIN} latent positions, got {crop}")
+    torch.manual_seed(seed)
+    correction = LatentCorrection(decoder.space.channels, width, depth).to(decoder.device)
     if not pairs:
         raise ValueError(f"no training photo is {crop * decoder.space.downscale} pixels a side")
     generator = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    channels = pairs[0][0].shape[0]
-    correction = LatentCorrection(channels, width).to(decoder.device)
     optimizer = torch.optim.Adam(correction.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--width", type=int, default=16, help="hidden channels")
+    parser.add_argument("--depth", type=int, default=3, help="convolutions")
     parser.add_argument("--batch", type=int, default=4, help="crops per step")
     parser.add_argument("--crop", type=int, default=32, help="crop side in latent positions")
     parser.add_argument("--seed", type=int, default=0)
@@ -143,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         codec = Codec.from_env()
         pairs = training_pairs(paths, codec.encoder, args.crop)
         correction = train(
-            pairs, codec.decoder, steps=args.steps, width=args.width, batch=args.batch,
-            crop=args.crop, seed=args.seed,
+            pairs, codec.decoder, steps=args.steps, width=args.width, depth=args.depth,
+            batch=args.batch, crop=args.crop, seed=args.seed,
         )  # fmt: skip
     except (CodecError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

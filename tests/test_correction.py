@@ -29,13 +29,15 @@ def trained(env, tmp_path):
     (folder / "notes.txt").write_text("not an image; skipped by suffix")
     (folder / "broken.png").write_bytes(b"not a PNG; skipped with a warning")
     out = folder / "tiny.safetensors"
-    argv = ["--images", str(folder), "--steps", "4", "--crop", "10", "--batch", "2"]
+    argv = ["--images", str(folder), "--steps", "4", "--crop", "10", "--batch", "2",
+            "--width", "6", "--depth", "4"]  # fmt: skip
     assert main([*argv, "--out", str(out)]) == 0
     return out
 
 
 def test_training_writes_a_correction_for_its_models_only(trained):
     correction, trained_for = read_correction(trained)
+    assert (correction.width, correction.depth) == (6, 4)
     model, other = tiny_taesd(0), tiny_taesd(1)
     assert trained_for == (model.rounded_fingerprints[0].hex(), model.rounded_fingerprints[1].hex())
     assert correction_for("auto", model, model, trained.parent) is not None
@@ -78,6 +80,9 @@ def test_training_usage_errors(env, tmp_path, capsys):
     assert main(["--images", str(tmp_path), "--crop", "8"]) == 1
     last_line = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
     assert last_line.startswith("error: crop must be over 8 latent positions")
+    assert main(["--images", str(tmp_path), "--crop", "9", "--depth", "1"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith("error: depth counts convolutions and must be at least 2")
     Image.new("RGB", (64, 56)).save(tmp_path / "small.png")
     assert main(["--images", str(tmp_path), "--crop", "9"]) == 1
     last_line = capsys.readouterr().err.splitlines()[-1]
