@@ -3,7 +3,7 @@
 Refinement (`codec.refine`) finds, per image, a latent that the decoder renders closer to the
 photo than the encoder's own latent. Much of that move is the same for every photo: the
 encoder was not trained to be the decoder's best inverse. `LatentCorrection` learns that
-shared part: `z + f(z)`, three 3×3 convolutions over the latent, trained through the frozen
+shared part: `z + f(z)`, a few 3×3 convolutions over the latent, trained through the frozen
 decoder on photos (`codec.train_correction`). It costs under a millisecond, so the default
 effort gets it for free. The result is still a plain SD latent that any SD
 decoder reads; the file records the decoder family it was tuned for.
