@@ -16,6 +16,8 @@ from .bdrate import bd_quality, bd_rate
 CEILING = "float latent"
 UNCORRECTED = "(plain encoder)"
 """Suffix of the series coded from the encoder's latent without the learned correction."""
+UNREFINED = "(effort 0)"
+"""Suffix of the series coded from the corrected latent without refinement."""
 METRICS = ("psnr", "ms_ssim", "ssimulacra2")
 COLUMNS = (
     "method",

@@ -44,12 +44,15 @@ def crop_box(image: Image.Image) -> tuple[int, int, int, int]:
 
 
 def method_tile(
-    codec: Codec, method: str, photo: Photo, target_bytes: int
+    codec: Codec, method: str, photo: Photo, target_bytes: int, effort: int | str
 ) -> tuple[Image.Image, int]:
-    """A codec method's decoded image at the quality whose file is nearest the target, and bytes."""
+    """A codec method's decoded image at the quality whose file is nearest the target, and bytes
+    (the latent refined at `effort`)."""
 
     def encode_at(quality: int) -> standard.Encoded:
-        data = codec.pack(photo.latent, *photo.image.size, method=method, quality=quality)
+        data = codec.encode_latent(
+            photo.latent, photo.image, method=method, quality=quality, effort=effort
+        )
         return standard.Encoded(quality, data, 0.0)
 
     encoded = standard.closest_quality(encode_at, range(1, 101), target_bytes)
@@ -76,9 +79,11 @@ def row(codec: Codec, photo: Photo, bpp: float, font: ImageFont.ImageFont) -> li
     target = round(bpp * w * h / 8)
     box = crop_box(photo.image)
     tiles = [labelled(photo.image.crop(box), f"{photo.name} original\n{w}x{h}", font)]
-    sources = {m: corrected_photo(codec, photo) if m == DEFAULT_METHOD else photo for m in METHODS}
-    decoders = [(m, lambda m=m: method_tile(codec, m, sources[m], target)) for m in METHODS
-                if m in method_names()]  # fmt: skip
+    default = {m: m == DEFAULT_METHOD for m in METHODS}  # corrected and refined at `auto`
+    sources = {m: corrected_photo(codec, photo) if default[m] else photo for m in METHODS}
+    decoders = [(m, lambda m=m: method_tile(codec, m, sources[m], target,
+                                            "auto" if default[m] else 0))
+                for m in METHODS if m in method_names()]  # fmt: skip
     decoders += [(f, lambda f=f: format_tile(f, photo, target)) for f in FORMATS]
     for name, run in decoders:
         decoded, n_bytes = run()

@@ -130,18 +130,41 @@ class Codec:
     ) -> bytes:
         """A latent file of an image (bytes, path, file object or PIL image).
 
-        The encoder's latent is first moved by the learned correction (`correct`). `effort`
-        0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`) then
-        refines it for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
-        (the smallest file whose decoded PSNR reaches it) sets the rate.
+        The encoder's latent is first moved by the learned correction (`correct`), then coded
+        by `encode_latent` (refinement at `effort`, the rate by `quality`, `target_bytes` or
+        `target_psnr`).
         """
-        if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:
-            raise ValueError("give at most one of quality, target_bytes, target_psnr")
+        _check_rate(quality, target_bytes, target_psnr)
         image = (source if isinstance(source, Image.Image) else self.open(source)).convert("RGB")
-        latent = self.correct(self.latent_of(image))
+        tuned_for = self.decoder.family if self.correction is not None else None
+        return self.encode_latent(
+            self.correct(self.latent_of(image)), image, method=method, quality=quality,
+            target_bytes=target_bytes, target_psnr=target_psnr, effort=effort,
+            tuned_for=tuned_for,
+        )  # fmt: skip
+
+    def encode_latent(
+        self,
+        latent: np.ndarray,
+        image: Image.Image,
+        *,
+        method: str | None = None,
+        quality: int | None = None,
+        target_bytes: int | None = None,
+        target_psnr: float | None = None,
+        effort: int | str | None = None,
+        tuned_for: str | None = None,
+    ) -> bytes:
+        """A latent file of the RGB `image` from its float latent (`latent_of`, maybe corrected).
+
+        `effort` 0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`)
+        refines the latent for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
+        (the smallest file whose decoded PSNR reaches it) sets the rate. `tuned_for` is the
+        decoder family the latent already suits (the correction's), recorded when not refined.
+        """
+        _check_rate(quality, target_bytes, target_psnr)
         size = (image.width, image.height)
         effort = resolve_effort(effort, self.encoder.device, size, self.settings.tile)
-        tuned_for = self.decoder.family if self.correction is not None else None
         if not effort and target_psnr is None:
             return self.pack(
                 latent, *size, method=method, quality=quality, target_bytes=target_bytes,
@@ -247,3 +270,9 @@ class Codec:
         scale = self.decoder.space.downscale
         tile = self.settings.tile // scale
         return run_tiled(self.decoder.decode, latents, tile, DECODE_OVERLAP, scale)
+
+
+def _check_rate(quality: int | None, target_bytes: int | None, target_psnr: float | None) -> None:
+    """A `ValueError` unless at most one way of setting the rate is given."""
+    if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:
+        raise ValueError("give at most one of quality, target_bytes, target_psnr")

@@ -3,9 +3,10 @@
 Starting from the encoder's latent, Adam steps move the latent so that the target decoder's
 image of the *quantized* latent matches the photo. The quantizer is the method's own (forward:
 the dequantized latent, `ec`'s fast approximation during the search; backward: identity, a
-straight-through estimator). The best iterate and the encoder's own latent are then scored
-exactly after quantization and the better one is kept, so refinement never does worse than the
-plain encoder on the decoder it targets.
+straight-through estimator). The encoder's own latent, the last iterate and the best one scored
+on the way are then scored exactly after quantization and the best is kept, so refinement never
+does worse than the plain encoder on the decoder it targets. Searching and scoring run on the
+decoder's `for_search` twin (bfloat16 on a CPU).
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ Dequantizer = Callable[[np.ndarray], np.ndarray]
 
 EFFORT_ENV = "LATENT_GALLERY_EFFORT"
 MAX_EFFORT = 9
-EFFORT_STEPS = (0, 5, 10, 20, 30, 50, 75, 100, 150, 200)
+EFFORT_STEPS = (0, 1, 5, 20, 30, 50, 75, 100, 150, 200)
 """Adam steps at each effort level 0..9 (0: the plain encoder, no refinement)."""
 CUDA_DEFAULT_EFFORT = 5
-"""What `auto` means on CUDA; elsewhere `auto` is 0 (a decoder step costs seconds on a CPU)."""
+"""What `auto` means on CUDA."""
+CPU_DEFAULT_EFFORT = 1
+"""What `auto` means on a CPU: one step (a bfloat16 decoder step costs about 1.3 s for
+768×512 on 2 cores), which keeps the default encode under 3× the encoder's forward pass."""
 LEARNING_RATE = 0.05
 """Adam's initial step in scaled latent units, decayed to zero by a cosine over the run."""
 
@@ -49,15 +53,17 @@ def resolve_effort(
 ) -> int:
     """The effort for an image of `size` (width, height): as given, else `LATENT_GALLERY_EFFORT`.
 
-    `auto` (the default) is `CUDA_DEFAULT_EFFORT` on CUDA and 0 elsewhere. Refinement works on
-    whole images that the decoder decodes in one piece (at most `tile` pixels a side): `auto`
-    is 0 for larger ones, and an explicit effort above 0 is a `CodecError`.
+    `auto` (the default) is `CUDA_DEFAULT_EFFORT` on CUDA, `CPU_DEFAULT_EFFORT` on a CPU and 0
+    elsewhere (MPS). Refinement works on whole images that the decoder decodes in one piece (at
+    most `tile` pixels a side): `auto` is 0 for larger ones, and an explicit effort above 0 is
+    a `CodecError`.
     """
     if effort is None:
         effort = environ.get(EFFORT_ENV, "auto")
     fits = max(size) <= tile
     if effort == "auto":
-        return CUDA_DEFAULT_EFFORT if device.type == "cuda" and fits else 0
+        defaults = {"cuda": CUDA_DEFAULT_EFFORT, "cpu": CPU_DEFAULT_EFFORT}
+        return defaults.get(device.type, 0) if fits else 0
     try:
         value = int(effort)
     except ValueError:
@@ -98,22 +104,27 @@ def refine(
     """Refined latents `(B, C, h, w)` for files of `method` at `quality`, and their PSNRs (dB).
 
     `images` `(B, 3, H, W)` in [0, 1] with `H <= 8h`, `W <= 8w` (the padding the encoder added
-    is not scored); `latents` the encoder's float latents. The search quantizes each of its
-    `steps + 1` iterates (the encoder's latent first) with the fast approximation and keeps the
-    best; that one and the encoder's latent are then quantized exactly, and the better of the
-    two is returned with its exact PSNR.
+    is not scored); `latents` the encoder's float latents. The search takes `steps` Adam steps,
+    the first from the exactly quantized latent (which scores it), the others through the fast
+    quantizer; the last iterate and (with two steps or more) the best one scored on the way are
+    then quantized exactly and decoded in one batch. The best of these and the encoder's latent
+    is returned with its PSNR as `decoder.for_search()` scores it.
     """
+    decoder = decoder.for_search()
     target = images.to(decoder.device, torch.float32)
-    best = np.array(latents, dtype=np.float32, copy=True)
-    searched = [best]
+    start = np.array(latents, dtype=np.float32, copy=True)
+    exact = dequantizer(method, quality)
+    searched, scored = [start], []
     if steps:
         approximate = dequantizer(method, quality, exact=False)
-        searched.append(_search(best, target, decoder, approximate, steps, lr))
-    exact = dequantizer(method, quality)
+        start_mse, later = _search(start, target, decoder, (exact, approximate), steps, lr)
+        searched, scored = [start, *later], [start_mse]
     with torch.no_grad():
-        candidates = torch.from_numpy(np.stack([exact(z) for z in np.concatenate(searched)]))
+        pending = np.concatenate(searched[len(scored) :])
+        candidates = torch.from_numpy(np.stack([exact(z) for z in pending]))
         out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
-    scores = _mse(out, target.repeat(len(searched), 1, 1, 1)).reshape(len(searched), -1)
+    mse = _mse(out, target.repeat(len(searched) - len(scored), 1, 1, 1))
+    scores = np.concatenate([*scored, mse]).reshape(len(searched), -1)
     winner = scores.argmin(axis=0)
     chosen = np.stack([searched[w][i] for i, w in enumerate(winner)])
     return chosen, -10 * np.log10(np.maximum(scores.min(axis=0), 1e-12))
@@ -130,26 +141,30 @@ def _search(
     start: np.ndarray,
     target: torch.Tensor,
     decoder: LatentAutoencoder,
-    dequantize: Dequantizer,
+    quantizers: tuple[Dequantizer, Dequantizer],
     steps: int,
     lr: float,
-) -> np.ndarray:
-    """Adam through a straight-through quantizer; the best iterate per image under `dequantize`."""
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Adam through a straight-through quantizer (`quantizers`: exact for the first step, fast
+    after). Returns the start's exact MSE per image, and the later iterates worth scoring
+    exactly: the best per image of those after the first as the fast quantizer scores them
+    (with two steps or more), and the last, which no step scored."""
     height, width = target.shape[-2:]
     z = torch.tensor(start, device=target.device, requires_grad=True)
     optimizer = torch.optim.Adam([z], lr=lr)
     best, best_mse = start.copy(), np.full(len(start), np.inf)
-    for step in range(steps + 1):
+    for step in range(steps):
         current = z.detach().cpu().numpy()
+        dequantize = quantizers[min(step, 1)]
         quantized = torch.from_numpy(np.stack([dequantize(item) for item in current]))
         straight = z + (quantized.to(z.device) - z).detach()
-        with torch.set_grad_enabled(step < steps):
-            out = decoder.decode_differentiable(straight.to(decoder.dtype)).float()
+        out = decoder.decode_differentiable(straight.to(decoder.dtype)).float()
         mse = _mse(out, target)
-        improved = mse < best_mse
-        best[improved], best_mse[improved] = current[improved], mse[improved]
-        if step == steps:
-            break
+        if step:
+            improved = mse < best_mse
+            best[improved], best_mse[improved] = current[improved], mse[improved]
+        else:
+            start_mse = mse
         # A sum, not a mean: keeps the gradients far from fp16's underflow on CUDA.
         loss = (out[..., :height, :width] - target).square().sum()
         optimizer.zero_grad(set_to_none=True)
@@ -159,4 +174,5 @@ def _search(
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         optimizer.step()
-    return best
+    last = z.detach().cpu().numpy()
+    return start_mse, ([best, last] if steps > 1 else [last])
