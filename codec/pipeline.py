@@ -206,10 +206,7 @@ class Codec:
         `target_family` records the decoder family a corrected or refined latent was tuned for.
         """
         coder = get_method(method or self.settings.method)
-        if quality is not None and target_bytes is not None:
-            raise ValueError("give quality or target_bytes, not both")
-        if quality is not None and not 1 <= quality <= 100:
-            raise ValueError(f"quality must be in 1..100, got {quality}")
+        _check_rate(quality, target_bytes, None)
         latent = np.ascontiguousarray(latent, dtype=np.float32)
 
         def file_at(q: int) -> bytes:
@@ -273,6 +270,8 @@ class Codec:
 
 
 def _check_rate(quality: int | None, target_bytes: int | None, target_psnr: float | None) -> None:
-    """A `ValueError` unless at most one way of setting the rate is given."""
+    """A `ValueError` unless at most one way of setting the rate is given, quality in 1..100."""
     if sum(x is not None for x in (quality, target_bytes, target_psnr)) > 1:
         raise ValueError("give at most one of quality, target_bytes, target_psnr")
+    if quality is not None and not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
