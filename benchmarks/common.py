@@ -23,12 +23,16 @@ DOCS = ROOT / "docs"
 
 @dataclass(frozen=True)
 class Photo:
-    """A benchmark image, its float latent and the seconds the encoder took for it."""
+    """A benchmark image, its float latent and the seconds the encoder took for it.
+
+    `tuned_for` is the decoder family the latent was corrected for (None: the encoder's own).
+    """
 
     name: str
     image: Image.Image
     latent: np.ndarray
     latent_s: float
+    tuned_for: str | None = None
 
 
 def make_codec(weights: Path) -> Codec:
@@ -69,4 +73,6 @@ def corrected_photo(codec: Codec, photo: Photo) -> Photo:
     """`photo` with its latent moved by the codec's learned correction, and the time added."""
     start = time.perf_counter()
     latent = codec.correct(photo.latent)
-    return replace(photo, latent=latent, latent_s=photo.latent_s + time.perf_counter() - start)
+    seconds = photo.latent_s + time.perf_counter() - start
+    tuned_for = codec.decoder.family if codec.correction is not None else None
+    return replace(photo, latent=latent, latent_s=seconds, tuned_for=tuned_for)

@@ -136,7 +136,7 @@ def method_rows(codec: Codec, method: str, qualities: Sequence[int], photos: Seq
         for photo in tqdm(photos, desc=f"{label or method} q={quality}", leave=False):
             start = time.perf_counter()
             data = codec.encode_latent(photo.latent, photo.image, method=method, quality=quality,
-                                       effort=effort)  # fmt: skip
+                                       effort=effort, tuned_for=photo.tuned_for)  # fmt: skip
             pack_s = time.perf_counter() - start
             start = time.perf_counter()
             decoded = codec.decode(data)

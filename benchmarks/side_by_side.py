@@ -50,9 +50,8 @@ def method_tile(
     (the latent refined at `effort`)."""
 
     def encode_at(quality: int) -> standard.Encoded:
-        data = codec.encode_latent(
-            photo.latent, photo.image, method=method, quality=quality, effort=effort
-        )
+        data = codec.encode_latent(photo.latent, photo.image, method=method, quality=quality,
+                                   effort=effort, tuned_for=photo.tuned_for)  # fmt: skip
         return standard.Encoded(quality, data, 0.0)
 
     encoded = standard.closest_quality(encode_at, range(1, 101), target_bytes)
