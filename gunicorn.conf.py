@@ -42,3 +42,10 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
     },
 }
+
+
+def worker_exit(server, worker) -> None:
+    """Stop the worker's decode thread before the interpreter exits."""
+    from webapp.render import close_renderer
+
+    close_renderer(worker.wsgi)

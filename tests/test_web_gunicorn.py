@@ -67,3 +67,14 @@ def test_upload_render_cache_and_delete_over_http(server: Gunicorn) -> None:
     key = {"X-Delete-Key": image["delete_key"]}
     assert server.request("DELETE", f"/api/images/{image['id']}", headers=key)[0] == 204
     assert server.request("GET", png_path)[0] == 404
+
+
+def test_sigterm_during_the_upload_warm_up_decode_exits_cleanly(server: Gunicorn) -> None:
+    """The worker stops its decode thread before exiting: no abort from a torch call cut off."""
+    status, body = server.upload(kodak_path("kodim23.png").read_bytes(), "kodim23.png")
+    assert status == 201, body
+    server.stop()
+    assert server.process is not None and server.process.returncode == 0
+    logs = server.logs()
+    assert "Worker exiting" in logs
+    assert "SIGABRT" not in logs and "terminate called" not in logs, logs

@@ -197,7 +197,8 @@ class RenderService:
         self.cache.discard_where(lambda key: key[0] == image_id)
 
     def close(self) -> None:
-        """Stop the decode thread (queued jobs are dropped) and the PNG pool."""
+        """Stop the decode thread (queued jobs are dropped, the batch in flight finishes, up to
+        the decode timeout) and the PNG pool."""
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
@@ -208,7 +209,7 @@ class RenderService:
             except queue.Empty:
                 break
         self._queue.put(None, timeout=5)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=self.timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _request(self, image_id: str, widths: list[int | None]) -> list[Future]:
