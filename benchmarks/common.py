@@ -74,5 +74,4 @@ def corrected_photo(codec: Codec, photo: Photo) -> Photo:
     start = time.perf_counter()
     latent = codec.correct(photo.latent)
     seconds = photo.latent_s + time.perf_counter() - start
-    tuned_for = codec.decoder.family if codec.correction is not None else None
-    return replace(photo, latent=latent, latent_s=seconds, tuned_for=tuned_for)
+    return replace(photo, latent=latent, latent_s=seconds, tuned_for=codec.corrected_for)

@@ -95,7 +95,6 @@ def image_rows(
 
     rows = [row(BASELINE, quality, 0, latent, 0.0, None)[0] for quality in baseline_qualities]
     start, correct_s = _seconds(codec.correct, latent)
-    tuned_for = codec.decoder.family if codec.correction is not None else None
     for quality in qualities:
         for effort in efforts:
             steps = steps_for(effort)
@@ -104,7 +103,7 @@ def image_rows(
                 (refined, _), refine_s = _seconds(
                     refine, pixels, start[None], codec.decoder, method, quality, steps
                 )
-            family = codec.decoder.family if steps else tuned_for
+            family = codec.decoder.family if steps else codec.corrected_for
             extra_s = correct_s + refine_s
             result, data = row(method.name, quality, effort, refined[0], extra_s, family)
             rows.append(result)

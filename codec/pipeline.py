@@ -118,6 +118,11 @@ class Codec:
         """`latent` moved by the learned correction; unchanged where none applies."""
         return latent if self.correction is None else self.correction.apply_to(latent)
 
+    @property
+    def corrected_for(self) -> str | None:
+        """The decoder family a `correct`ed latent suits (None: no correction applies)."""
+        return self.decoder.family if self.correction is not None else None
+
     def encode(
         self,
         source: ImageSource | Image.Image,
@@ -136,11 +141,10 @@ class Codec:
         """
         _check_rate(quality, target_bytes, target_psnr)
         image = (source if isinstance(source, Image.Image) else self.open(source)).convert("RGB")
-        tuned_for = self.decoder.family if self.correction is not None else None
         return self.encode_latent(
             self.correct(self.latent_of(image)), image, method=method, quality=quality,
             target_bytes=target_bytes, target_psnr=target_psnr, effort=effort,
-            tuned_for=tuned_for,
+            tuned_for=self.corrected_for,
         )  # fmt: skip
 
     def encode_latent(
