@@ -1,20 +1,20 @@
 """Gunicorn settings for Latent Gallery: one process, one model, many threads.
 
-Run: `gunicorn -c gunicorn.conf.py wsgi:app`. Environment: `LATENT_GALLERY_BIND`
-(default 127.0.0.1:8000), `LATENT_GALLERY_THREADS` (8), `LATENT_GALLERY_LOG_LEVEL` (info),
-plus the app's own `LATENT_GALLERY_*` settings.
+Run: `gunicorn -c gunicorn.conf.py wsgi:app`. The address, threads and log level come from
+`webapp.settings.Settings` (`LATENT_GALLERY_BIND`, `_THREADS`, `_LOG_LEVEL`), as all settings do.
 """
 
-import os
+from webapp.settings import Settings
 
-bind = os.environ.get("LATENT_GALLERY_BIND", "127.0.0.1:8000")
+_settings = Settings.from_env()
+bind = _settings.bind
 
 # One worker: every worker process would load its own copy of the model (and, on a GPU, its
 # own CUDA context). Concurrency comes from threads: request threads parse uploads, read
 # the cache and wait on renders, while the worker's single decode thread runs the model.
 workers = 1
 worker_class = "gthread"
-threads = int(os.environ.get("LATENT_GALLERY_THREADS", "8"))
+threads = _settings.threads
 
 # Never touch CUDA before the fork: the app is imported in the worker, not the master, and
 # the model loads on first use in that worker (a CUDA context does not survive fork()).
@@ -31,7 +31,7 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 
-_level = os.environ.get("LATENT_GALLERY_LOG_LEVEL", "info").upper()
+_level = _settings.log_level.upper()
 accesslog = "-"
 loglevel = _level.lower()
 # The app's loggers (webapp.*: model loading, storage repair) go to stderr with gunicorn's.

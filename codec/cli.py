@@ -19,8 +19,7 @@ from .container import LatentFile
 from .errors import CodecError
 from .methods import method_by_id, method_names
 from .pipeline import Codec
-from .refine import CPU_DEFAULT_EFFORT, CUDA_DEFAULT_EFFORT, EFFORT_ENV, MAX_EFFORT
-from .settings import CodecSettings
+from .settings import MAX_EFFORT, CodecSettings
 
 PROG = "latent-gallery"
 
@@ -48,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_effort,
         metavar="E",
         help=f"0 (plain encoder) .. {MAX_EFFORT} (most refinement steps) or auto; default: "
-        f"{EFFORT_ENV}, else auto ({CUDA_DEFAULT_EFFORT} on CUDA, {CPU_DEFAULT_EFFORT} on a CPU, "
-        "0 on MPS)",
+        "LATENT_GALLERY_EFFORT, else auto (what fits 3x the encoder's time on this machine)",
     )
     encode.add_argument("-m", "--method", choices=method_names(), help="default: ec")
 

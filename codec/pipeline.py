@@ -161,14 +161,17 @@ class Codec:
     ) -> bytes:
         """A latent file of the RGB `image` from its float latent (`latent_of`, maybe corrected).
 
-        `effort` 0..9 (or `auto`; default `LATENT_GALLERY_EFFORT`, see `refine.resolve_effort`)
+        `effort` 0..9 (or `auto`; default `settings.effort`, see `refine.resolve_effort`)
         refines the latent for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
         (the smallest file whose decoded PSNR reaches it) sets the rate. `tuned_for` is the
         decoder family the latent already suits (the correction's), recorded when not refined.
         """
         _check_rate(quality, target_bytes, target_psnr)
         size = (image.width, image.height)
-        effort = resolve_effort(effort, self.encoder.device, size, self.settings.tile)
+        effort = resolve_effort(
+            self.settings.effort if effort is None else effort,
+            self.encoder.device, size, self.settings.tile,
+        )  # fmt: skip
         if not effort and target_psnr is None:
             return self.pack(
                 latent, *size, method=method, quality=quality, target_bytes=target_bytes,

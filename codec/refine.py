@@ -12,8 +12,7 @@ decoder's `for_search` twin (bfloat16 on a CPU).
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,11 +20,10 @@ import torch
 from .errors import CodecError
 from .methods import QuantizationMethod, ec
 from .models import LatentAutoencoder
+from .settings import MAX_EFFORT
 
 Dequantizer = Callable[[np.ndarray], np.ndarray]
 
-EFFORT_ENV = "LATENT_GALLERY_EFFORT"
-MAX_EFFORT = 9
 EFFORT_STEPS = (0, 1, 5, 20, 30, 50, 75, 100, 150, 200)
 """Adam steps at each effort level 0..9 (0: the plain encoder, no refinement)."""
 CUDA_DEFAULT_EFFORT = 5
@@ -45,21 +43,18 @@ def steps_for(effort: int) -> int:
 
 
 def resolve_effort(
-    effort: int | str | None,
+    effort: int | str,
     device: torch.device,
     size: tuple[int, int],
     tile: int,
-    environ: Mapping[str, str] = os.environ,
 ) -> int:
-    """The effort for an image of `size` (width, height): as given, else `LATENT_GALLERY_EFFORT`.
+    """The effort (`auto` or 0..9) for an image of `size` (width, height).
 
     `auto` (the default) is `CUDA_DEFAULT_EFFORT` on CUDA, `CPU_DEFAULT_EFFORT` on a CPU and 0
     elsewhere (MPS). Refinement works on whole images that the decoder decodes in one piece (at
     most `tile` pixels a side): `auto` is 0 for larger ones, and an explicit effort above 0 is
     a `CodecError`.
     """
-    if effort is None:
-        effort = environ.get(EFFORT_ENV, "auto")
     fits = max(size) <= tile
     if effort == "auto":
         defaults = {"cuda": CUDA_DEFAULT_EFFORT, "cpu": CPU_DEFAULT_EFFORT}

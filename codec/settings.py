@@ -10,6 +10,7 @@ from .images import DEFAULT_MAX_PIXELS
 from .models.taesd import DEFAULT_HUB_ID
 
 DEFAULT_METHOD = "ec"
+MAX_EFFORT = 9
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class CodecSettings:
     tile: int = 1024
     method: str = DEFAULT_METHOD
     correction: str = "auto"
+    effort: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.effort != "auto" and not (self.effort.isdigit() and int(self.effort) <= MAX_EFFORT):
+            raise ValueError(
+                f"LATENT_GALLERY_EFFORT must be auto or an integer 0..{MAX_EFFORT}, "
+                f"got {self.effort!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CodecSettings:
@@ -36,6 +45,7 @@ class CodecSettings:
             tile=env_number(environ, "LATENT_GALLERY_TILE", defaults.tile),
             method=environ.get("LATENT_GALLERY_METHOD", defaults.method),
             correction=environ.get("LATENT_GALLERY_CORRECTION", defaults.correction),
+            effort=environ.get("LATENT_GALLERY_EFFORT", defaults.effort).strip().lower(),
         )
 
 

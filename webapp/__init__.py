@@ -10,10 +10,11 @@ from flask import Flask
 
 from codec import Codec
 
-from . import api, config, db, errors, health, media, openapi, pages, security
+from . import api, db, errors, health, media, openapi, pages, security
 from .cache import ByteLRU
 from .ingest import InMemoryRequest
 from .metrics import Metrics
+from .settings import Settings
 from .storage import ImageStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from the environment, overridden by `test_config`.
 
-    `test_config` may hold any setting of `webapp.config.from_env` (e.g. `DATA`) and `CODEC`,
-    a ready `codec.Codec` to use instead of `Codec.from_env()`. The models are not loaded
+    `test_config` may hold any key of `Settings.app_config` (e.g. `DATA`) and `CODEC`, a
+    ready `codec.Codec` to use instead of one built from `Settings.codec`. The models are not loaded
     here: the render service loads them on first use, in the serving process.
     """
     app = Flask(
@@ -31,10 +32,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.request_class = InMemoryRequest
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
-    app.config.update(config.from_env())
+    settings = Settings.from_env()
+    app.config.update(settings.app_config())
     app.config.update(test_config or {})
     codec = app.config.get("CODEC")
-    app.config["CODEC_FACTORY"] = (lambda: codec) if codec is not None else Codec.from_env
+    app.config["CODEC_FACTORY"] = lambda: codec or Codec(settings.codec)
     data = app.config["DATA"] = Path(app.config["DATA"])
     data.mkdir(parents=True, exist_ok=True)
     db.init_app(app)

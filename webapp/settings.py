@@ -1,0 +1,93 @@
+"""One typed settings object, built once from the `LATENT_GALLERY_*` environment variables.
+
+`Settings.from_env()` reads every variable in the README's Configuration table: the codec's
+(`codec.CodecSettings`), the web app's and the server's (`gunicorn.conf.py`). `create_app`
+copies the web part into `app.config` under upper-case keys, which `test_config` overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codec.settings import CodecSettings, env_number
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gallery reads from its environment (defaults where unset)."""
+
+    codec: CodecSettings = field(default_factory=CodecSettings)
+    data: Path = Path("instance")
+    cache_bytes: int = 256 * 2**20
+    max_upload_bytes: int = 25 * 2**20
+    secret_key: str | None = None
+    upload_rate: tuple[int, float] = (30, 60.0)
+    render_queue: int = 64
+    render_batch: int = 8
+    decode_timeout: float = 30.0
+    encode_queue: int = 16
+    upload_wait: float = 20.0
+    bind: str = "127.0.0.1:8000"
+    threads: int = 8
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Parse the variables; a bad value is a `ValueError` that names the variable."""
+        d = cls()
+
+        def number(name: str, default: float, kind: type = int) -> Any:
+            return env_number(environ, f"LATENT_GALLERY_{name}", default, kind)
+
+        return cls(
+            codec=CodecSettings.from_env(environ),
+            data=Path(environ.get("LATENT_GALLERY_DATA", str(d.data))),
+            cache_bytes=int(number("CACHE_MB", d.cache_bytes / 2**20, float) * 2**20),
+            max_upload_bytes=int(
+                number("MAX_UPLOAD_MB", d.max_upload_bytes / 2**20, float) * 2**20
+            ),
+            secret_key=environ.get("LATENT_GALLERY_SECRET_KEY") or None,
+            upload_rate=parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
+            render_queue=number("QUEUE", d.render_queue),
+            render_batch=number("BATCH", d.render_batch),
+            decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
+            encode_queue=number("ENCODE_QUEUE", d.encode_queue),
+            upload_wait=number("UPLOAD_WAIT", d.upload_wait, float),
+            bind=environ.get("LATENT_GALLERY_BIND", d.bind),
+            threads=number("THREADS", d.threads),
+            log_level=environ.get("LATENT_GALLERY_LOG_LEVEL", d.log_level).lower(),
+        )
+
+    def app_config(self) -> dict[str, Any]:
+        """The web app's part, as `app.config` keys."""
+        return {
+            "SETTINGS": self,
+            "DATA": self.data,
+            "CACHE_BYTES": self.cache_bytes,
+            "MAX_CONTENT_LENGTH": self.max_upload_bytes,
+            "SECRET_KEY": self.secret_key,
+            "UPLOAD_RATE": self.upload_rate,
+            "RENDER_QUEUE": self.render_queue,
+            "RENDER_BATCH": self.render_batch,
+            "DECODE_TIMEOUT": self.decode_timeout,
+            "ENCODE_QUEUE": self.encode_queue,
+            "UPLOAD_WAIT": self.upload_wait,
+        }
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """`"30/minute"` -> (30 requests, 60.0 seconds)."""
+    match = _RATE.match(text)
+    if not match or int(match[1]) < 1:
+        raise ValueError(
+            f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
+        )
+    return int(match[1]), float(_PERIODS[match[2]])
