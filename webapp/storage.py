@@ -90,11 +90,19 @@ class ImageStore:
         return self.folder / f"{image_id}{SUFFIX}"
 
     def add(
-        self, latent: bytes, *, width: int, height: int, uploaded_bytes: int, method: str
+        self,
+        latent: bytes,
+        *,
+        width: int,
+        height: int,
+        uploaded_bytes: int,
+        method: str,
+        image_id: str | None = None,
     ) -> tuple[ImageRecord, str]:
-        """Store a latent file; returns its record and the delete key (shown once)."""
+        """Store a latent file as `image_id` (default: a new random id); returns its record and
+        the delete key (shown once)."""
         record = ImageRecord(
-            id=secrets.token_urlsafe(16),
+            id=image_id or secrets.token_urlsafe(16),
             width=width,
             height=height,
             uploaded_bytes=uploaded_bytes,
