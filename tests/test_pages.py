@@ -79,7 +79,7 @@ def test_gallery_shows_cards_newest_first_with_sizes(client):
     thumbs = [a for t, a in parse(html).tags if t == "img" and "/i/" in a.get("src", "")]
     assert len(thumbs) == 2
     for attrs in thumbs:
-        assert attrs["src"].endswith(f".png?w={pages.THUMB_WIDTH}")
+        assert re.search(rf"\.png\?w={pages.THUMB_WIDTH}&v=[0-9a-f]{{16}}$", attrs["src"])
         assert attrs["loading"] == "lazy"
         assert int(attrs["width"]) > 0 and int(attrs["height"]) > 0
     assert re.search(r"\d+(\.\d)?\N{MULTIPLICATION SIGN} (smaller|larger)", html)
@@ -118,12 +118,13 @@ def test_image_page_facts_and_social_tags(client):
     tags = meta(html)
     page_url = f"http://localhost/i/{image['id']}"
     assert tags["og:url"] == page_url
-    assert tags["og:image"] == f"{page_url}.png"
+    assert tags["og:image"] == image["png_url"]
+    assert image["png_url"].startswith(f"{page_url}.png?v=")
     assert tags["twitter:image"] == tags["og:image"]
     assert tags["twitter:card"] == "summary_large_image"
     assert (tags["og:image:width"], tags["og:image:height"]) == ("64", "48")
     assert f'value="{page_url}"' in html  # the share link
-    assert f'href="{page_url}.png" download' in html
+    assert f'href="{image["png_url"]}" download' in html
     assert f'/i/{image["id"]}.sdz"' in html
     assert "64 \N{MULTIPLICATION SIGN} 48 px" in html and "Bits per pixel" in html
     assert "No pixels, EXIF or GPS data are kept" in html

@@ -38,12 +38,12 @@ def test_upload_render_cache_and_delete_over_http(server: Gunicorn) -> None:
     assert (image["width"], image["height"]) == (768, 512)
     assert image["latent_bytes"] < len(photo) / 20
 
-    png_path = f"/i/{image['id']}.png"
+    png_path = image["png_url"].removeprefix(server.url)
     status, headers, png = server.request("GET", png_path)
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(png)).size == (768, 512)
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
-    status, _, thumb = server.request("GET", png_path + "?w=256")
+    status, _, thumb = server.request("GET", png_path + "&w=256")
     assert status == 200 and Image.open(io.BytesIO(thumb)).size == (256, 171)
 
     timings = []

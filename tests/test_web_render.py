@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from codec import Codec, CodecSettings
 from tests.conftest import (
     decoder_held,
     metric,
@@ -20,6 +21,7 @@ from tests.conftest import (
     wait_idle,
     wait_until,
 )
+from tests.tiny_models import tiny_taesd
 from webapp.render import get_renderer
 
 DECODES = "latent_gallery_decodes_total"
@@ -52,15 +54,39 @@ def wait_decoding(app) -> None:
 
 def test_png_is_immutable_with_an_etag_and_304(client):
     image = upload(client, png_bytes(80, 56))
-    response = client.get(f"/i/{image['id']}.png")
+    response = client.get(image["png_url"])
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert Image.open(io.BytesIO(response.data)).size == (80, 56)
     assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     etag = response.headers["ETag"]
-    again = client.get(f"/i/{image['id']}.png", headers={"If-None-Match": etag})
+    again = client.get(image["png_url"], headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
-    thumb = client.get(f"/i/{image['id']}.png?w=256")
+    thumb = client.get(f"{image['png_url']}&w=256")
     assert thumb.headers["ETag"] == etag  # 80 px wide: w=256 is the full-size render
+
+
+def test_png_urls_carry_the_decoder_version_and_a_new_decoder_redirects_old_ones(make_app):
+    old_app = make_app()
+    image = upload(old_app.test_client())
+    old_version = get_renderer(old_app).version
+    assert image["png_url"] == f"http://localhost/i/{image['id']}.png?v={old_version}"
+
+    new_app = make_app(CODEC=Codec(CodecSettings(), encoder=tiny_taesd(1), decoder=tiny_taesd(1)))
+    client = new_app.test_client()
+    new_version = get_renderer(new_app).version
+    assert new_version != old_version
+    new_url = f"/i/{image['id']}.png?w=256&v={new_version}"
+    [listed] = client.get("/api/images").get_json()["images"]
+    assert listed["png_url"].endswith(f"/i/{image['id']}.png?v={new_version}")
+    moved = client.get(f"/i/{image['id']}.png?v={old_version}&w=256")
+    assert moved.status_code == 302 and moved.headers["Location"] == new_url
+    assert moved.headers["Cache-Control"] == "no-cache"
+    current = client.get(new_url)
+    assert current.status_code == 200 and "immutable" in current.headers["Cache-Control"]
+    unversioned = client.get(f"/i/{image['id']}.png?w=256")
+    assert unversioned.status_code == 200 and unversioned.data == current.data
+    assert unversioned.headers["Cache-Control"] == "public, no-cache"
+    assert unversioned.headers["ETag"] == current.headers["ETag"]
 
 
 def test_cached_png_is_served_from_memory(client):

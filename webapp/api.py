@@ -10,6 +10,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .ingest import ingest
+from .media import png_url
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
 
@@ -24,7 +25,7 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
     body = {
         "id": record.id,
         "page_url": url_for("pages.image", image_id=record.id, _external=True),
-        "png_url": url_for("media.png", image_id=record.id, _external=True),
+        "png_url": png_url(record.id, external=True),
         "latent_url": url_for("media.latent", image_id=record.id, _external=True),
         "width": record.width,
         "height": record.height,

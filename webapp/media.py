@@ -1,8 +1,14 @@
-"""Rendered PNGs (`/i/<id>.png?w=`) and latent files (`/i/<id>.sdz`): immutable, cacheable."""
+"""Rendered PNGs (`/i/<id>.png?v=&w=`) and latent files (`/i/<id>.sdz`): immutable, cacheable.
+
+A PNG's URL names the decoder version that renders it (`v`, `png_url`), so a year of
+`immutable` caching stays true when the decoder changes: a URL with another version answers
+302 to the current one, and one without `v` (links made before versions) is served for
+revalidation (`no-cache`, ETag) rather than cached forever.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, request, send_file
+from flask import Blueprint, Response, abort, redirect, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
 from .render import THUMB_WIDTHS, effective_width, get_renderer
@@ -18,11 +24,16 @@ def png(image_id: str) -> Response:
     """The image decoded to PNG, full size or `?w=` one of `THUMB_WIDTHS`; 304 on a matching
     `If-None-Match` without decoding (the ETag names the id, width and decoder weights)."""
     record = get_record_or_404(image_id)
-    width = request.args.get("w", type=int)
-    if "w" in request.args and width not in THUMB_WIDTHS:
+    asked_width = request.args.get("w", type=int)
+    if "w" in request.args and asked_width not in THUMB_WIDTHS:
         raise BadRequest(f"w must be one of {', '.join(map(str, THUMB_WIDTHS))}.")
-    width = effective_width(record.width, width)
     renderer = get_renderer()
+    version = request.args.get("v")
+    if version is not None and version != renderer.version:
+        moved = redirect(png_url(image_id, asked_width))
+        moved.cache_control.no_cache = True
+        return moved
+    width = effective_width(record.width, asked_width)
     etag = f"{image_id}-{width or 'full'}-{renderer.version}"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
@@ -32,7 +43,19 @@ def png(image_id: str) -> Response:
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
     response.set_etag(etag)
+    if version is None:
+        response.cache_control.public = True
+        response.cache_control.no_cache = True
+        return response
     return _immutable(response)
+
+
+def png_url(image_id: str, width: int | None = None, *, external: bool = False) -> str:
+    """The URL of an image's PNG (`width`: one of `THUMB_WIDTHS`) under the current decoder's
+    version; without a version while the decoder is not loaded."""
+    renderer = get_renderer()
+    version = renderer.version if renderer.codec is not None else None
+    return url_for("media.png", image_id=image_id, w=width, v=version, _external=external)
 
 
 @bp.get("/i/<image_id>.sdz", endpoint="latent")

@@ -24,7 +24,7 @@ from flask import (
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from .ingest import ingest
-from .media import ONE_YEAR
+from .media import ONE_YEAR, png_url
 from .render import THUMB_WIDTHS
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
@@ -66,7 +66,7 @@ def image(image_id: str) -> str:
         "image.html",
         image=record,
         page_url=url_for("pages.image", image_id=record.id, _external=True),
-        png_url=url_for("media.png", image_id=record.id, _external=True),
+        png_url=png_url(record.id, external=True),
     )
 
 
@@ -139,7 +139,7 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 @bp.app_template_filter()
 def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH) -> str:
     """The URL of an image's thumbnail PNG of `width` (one of `THUMB_WIDTHS`)."""
-    return url_for("media.png", image_id=record.id, w=width)
+    return png_url(record.id, width)
 
 
 @bp.app_template_filter()

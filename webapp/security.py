@@ -15,16 +15,21 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
-import threading
 import time
 
 from flask import Flask, Response, current_app, request, session
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, RateLimitItemPerSecond
 from werkzeug.exceptions import Forbidden, TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+KEY_PREFIX = "latent_gallery"
+UPLOAD_SCOPE = "uploads"
 
 
 def csrf_token() -> str:
@@ -48,52 +53,24 @@ def check_csrf() -> None:
         raise Forbidden("The form's CSRF token is missing or stale; reload the page and retry.")
 
 
-class TokenBucket:
-    """Per-client token buckets: `rate` requests per `period` seconds, bursts up to `rate`."""
-
-    def __init__(self, rate: int, period: float, max_clients: int = 10_000) -> None:
-        self.capacity = rate
-        self.refill = rate / period
-        self.max_clients = max_clients
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """Take a token: 0 if allowed, else the seconds until one is available."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(client, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.refill)
-            if tokens >= 1:
-                if len(self._buckets) >= self.max_clients and client not in self._buckets:
-                    self._prune(now)
-                self._buckets[client] = (tokens - 1, now)
-                return 0.0
-            self._buckets[client] = (tokens, now)
-            return (1 - tokens) / self.refill
-
-    def _prune(self, now: float) -> None:
-        """Forget clients whose bucket has refilled (they are as good as new)."""
-        full = [c for c, (t, last) in self._buckets.items()
-                if t + (now - last) * self.refill >= self.capacity]  # fmt: skip
-        for client in full:
-            del self._buckets[client]
-
-
 def limit_uploads() -> None:
-    """Spend one of the client's upload tokens or raise 429 with `Retry-After`.
+    """Count one upload against the client's budget (shared by every node through Redis when
+    `REDIS_URL` is set) or raise 429 with `Retry-After`.
 
-    The client is `request.remote_addr`; behind a reverse proxy, wrap the app in
-    `werkzeug.middleware.proxy_fix.ProxyFix` so that is the real client address.
+    The client is `request.remote_addr`: the real client address when `TRUSTED_PROXIES`
+    matches the proxies in front (see `init_app`).
     """
-    limiter: TokenBucket = current_app.extensions["latent_gallery.upload_limiter"]
-    wait = limiter.take(request.remote_addr or "unknown")
-    if wait:
-        current_app.extensions["latent_gallery.metrics"].rejected.labels("rate_limit").inc()
-        raise TooManyRequests(
-            "Too many uploads from your address; wait a moment and retry.",
-            retry_after=math.ceil(wait),
-        )
+    limiter: Limiter = current_app.extensions["latent_gallery.upload_limiter"]
+    rate: RateLimitItem = current_app.extensions["latent_gallery.upload_rate"]
+    key = (KEY_PREFIX, UPLOAD_SCOPE, request.remote_addr or "unknown")
+    if limiter.limiter.hit(rate, *key):
+        return
+    current_app.extensions["latent_gallery.metrics"].rejected.labels("rate_limit").inc()
+    reset = limiter.limiter.get_window_stats(rate, *key).reset_time
+    raise TooManyRequests(
+        "Too many uploads from your address; wait a moment and retry.",
+        retry_after=max(1, math.ceil(reset - time.time())),
+    )
 
 
 def set_headers(response: Response) -> Response:
@@ -106,9 +83,20 @@ def set_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install the CSRF check, the headers, the `csrf_token` global and the upload limiter."""
-    rate, period = app.config["UPLOAD_RATE"]
-    app.extensions["latent_gallery.upload_limiter"] = TokenBucket(rate, period)
+    """Install the CSRF check, the headers, the `csrf_token` global, the upload limiter
+    (flask-limiter: in memory, or in Redis at `REDIS_URL`) and, with `TRUSTED_PROXIES` > 0,
+    werkzeug's `ProxyFix` trusting that many hops of `X-Forwarded-For/-Proto/-Host`."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    count, period = app.config["UPLOAD_RATE"]
+    app.extensions["latent_gallery.upload_rate"] = RateLimitItemPerSecond(count, int(period))
+    app.extensions["latent_gallery.upload_limiter"] = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=app.config["REDIS_URL"] or "memory://",
+        strategy="moving-window",
+    )
     app.before_request(check_csrf)
     app.after_request(set_headers)
     app.jinja_env.globals["csrf_token"] = csrf_token

@@ -38,6 +38,8 @@ class Settings:
     bind: str = "127.0.0.1:8000"
     threads: int = 8
     log_level: str = "info"
+    redis_url: str | None = None
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -64,6 +66,8 @@ class Settings:
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
             threads=number("THREADS", d.threads),
             log_level=environ.get("LATENT_GALLERY_LOG_LEVEL", d.log_level).lower(),
+            redis_url=environ.get("LATENT_GALLERY_REDIS_URL") or None,
+            trusted_proxies=parse_hops(environ.get("LATENT_GALLERY_TRUSTED_PROXIES", "0")),
         )
 
     def app_config(self) -> dict[str, Any]:
@@ -80,6 +84,8 @@ class Settings:
             "DECODE_TIMEOUT": self.decode_timeout,
             "ENCODE_QUEUE": self.encode_queue,
             "UPLOAD_WAIT": self.upload_wait,
+            "REDIS_URL": self.redis_url,
+            "TRUSTED_PROXIES": self.trusted_proxies,
         }
 
 
@@ -91,3 +97,10 @@ def parse_rate(text: str) -> tuple[int, float]:
             f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
         )
     return int(match[1]), float(_PERIODS[match[2]])
+
+
+def parse_hops(text: str) -> int:
+    """`"1"` -> 1: how many reverse proxies in front of the app to trust (0 or more)."""
+    if not text.strip().isdigit():
+        raise ValueError(f"LATENT_GALLERY_TRUSTED_PROXIES={text!r}: expected a whole number >= 0")
+    return int(text)
