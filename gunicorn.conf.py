@@ -44,6 +44,13 @@ logconfig_dict = {
 }
 
 
+def post_worker_init(worker) -> None:
+    """Load the models in the worker, in the background, then warm the newest gallery page."""
+    from webapp.warmup import start
+
+    start(worker.wsgi)
+
+
 def worker_exit(server, worker) -> None:
     """Stop the worker's decode thread before the interpreter exits."""
     from webapp.render import close_renderer

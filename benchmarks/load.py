@@ -156,7 +156,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--cache-mb", type=int, default=64)
     margin = (
-        "working memory allowed beyond model + cache: one decode pass (webapp.render."
+        "working memory allowed beyond model + cache: one decode pass (webapp.decode_batcher."
         "BATCH_PIXELS, ~2 GB with TAESD fp32) + one upload encode (~0.4 GB)"
     )
     parser.add_argument("--margin-mb", type=int, default=2560, help=margin)
@@ -170,6 +170,7 @@ def main() -> int:
         "LATENT_GALLERY_CACHE_MB": str(args.cache_mb),
         "LATENT_GALLERY_UPLOAD_RATE": "100000/minute",
         "LATENT_GALLERY_LOG_LEVEL": "warning",
+        "LATENT_GALLERY_WARM_ON_START": "0",  # seeded renders stay uncached after the restart
     }
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         data, log = Path(tmp) / "data", Path(tmp) / "gunicorn.log"

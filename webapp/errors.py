@@ -15,8 +15,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 
 from codec import CodecError
 
-from .render import RenderUnavailable
 from .storage import StorageFullError
+from .unavailable import RenderUnavailable
 
 log = logging.getLogger(__name__)
 

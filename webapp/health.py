@@ -6,17 +6,20 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .render import get_renderer
+from .unavailable import ModelUnavailableError
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
-    """200 once the models are loaded (loading them on first call); 503 naming the cause."""
+    """200 once the models are loaded (loading them on first call, or retrying a failed load
+    when its backoff is over); 503 naming the cause."""
     renderer = get_renderer()
-    if renderer.codec is None:
-        return {"status": "unavailable", "cause": renderer.error}, 503
-    codec = renderer.codec
+    try:
+        codec = renderer.require_codec()
+    except ModelUnavailableError:
+        return {"status": "unavailable", "cause": renderer.model.error}, 503
     return {
         "status": "ok",
         "encoder": codec.encoder.describe(),

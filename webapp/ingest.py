@@ -17,8 +17,9 @@ from werkzeug.exceptions import BadRequest, ServiceUnavailable
 from codec import Codec, ImageInputError
 
 from .errors import InsufficientStorage
-from .render import RETRY_AFTER_S, get_renderer
+from .render import get_renderer
 from .storage import ImageRecord, StorageFullError, get_store
+from .unavailable import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, redirect, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
-from .render import THUMB_WIDTHS, effective_width, get_renderer
+from .png import THUMB_WIDTHS, effective_width
+from .render import get_renderer
 from .storage import get_record_or_404, get_store
 
 bp = Blueprint("media", __name__)

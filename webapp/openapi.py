@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from .api import MAX_LIMIT
-from .render import THUMB_WIDTHS
+from .png import THUMB_WIDTHS
 
 bp = Blueprint("openapi", __name__)
 

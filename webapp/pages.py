@@ -25,7 +25,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from .ingest import ingest
 from .media import ONE_YEAR, png_url
-from .render import THUMB_WIDTHS
+from .png import THUMB_WIDTHS
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
 

@@ -18,6 +18,9 @@ from codec.settings import CodecSettings, env_number
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_FLAGS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Settings:
     render_queue: int = 64
     render_batch: int = 8
     decode_timeout: float = 30.0
+    warm_on_start: bool = True
     encode_queue: int = 16
     upload_wait: float = 20.0
     bind: str = "127.0.0.1:8000"
@@ -61,6 +65,9 @@ class Settings:
             render_queue=number("QUEUE", d.render_queue),
             render_batch=number("BATCH", d.render_batch),
             decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
+            warm_on_start=parse_flag(
+                "LATENT_GALLERY_WARM_ON_START", environ.get("LATENT_GALLERY_WARM_ON_START", "1")
+            ),
             encode_queue=number("ENCODE_QUEUE", d.encode_queue),
             upload_wait=number("UPLOAD_WAIT", d.upload_wait, float),
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
@@ -82,6 +89,7 @@ class Settings:
             "RENDER_QUEUE": self.render_queue,
             "RENDER_BATCH": self.render_batch,
             "DECODE_TIMEOUT": self.decode_timeout,
+            "WARM_ON_START": self.warm_on_start,
             "ENCODE_QUEUE": self.encode_queue,
             "UPLOAD_WAIT": self.upload_wait,
             "REDIS_URL": self.redis_url,
@@ -97,6 +105,14 @@ def parse_rate(text: str) -> tuple[int, float]:
             f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
         )
     return int(match[1]), float(_PERIODS[match[2]])
+
+
+def parse_flag(name: str, text: str) -> bool:
+    """`"1"`/`"true"`/`"yes"`/`"on"` -> True, `"0"`/`"false"`/`"no"`/`"off"` -> False."""
+    value = text.strip().lower()
+    if value not in _FLAGS:
+        raise ValueError(f"{name}={text!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+    return _FLAGS[value]
 
 
 def parse_hops(text: str) -> int:

@@ -1,0 +1,95 @@
+"""Render order: a visitor's decode goes ahead of background work, also one it joins (tiny
+real codec; the decode thread is held inside a forward pass, jobs queued, then released)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from tests.conftest import decoder_held, metric, png_bytes, upload, wait_idle, wait_until
+from webapp.decode_batcher import DecodeBatcher, Priority
+from webapp.metrics import Metrics
+from webapp.render import get_renderer
+
+WIDTHS = (64, 72, 80)  # one latent width each: a decode's shape says which image it was
+
+
+@pytest.fixture
+def gallery(make_app, tiny_codec, monkeypatch) -> tuple:
+    """Three stored images (64, 72 and 80 px wide), a fresh app over them (empty cache), and the
+    image widths in the order the decoder decodes them."""
+    first = make_app()
+    client = first.test_client()
+    ids = [upload(client, png_bytes(width, 48, seed=width))["id"] for width in WIDTHS]
+    wait_idle(first)
+    decoded: list[int] = []
+    decode = tiny_codec.decode_latents
+
+    def recording(latents: torch.Tensor) -> torch.Tensor:
+        decoded.extend([latents.shape[-1] * 8] * len(latents))
+        return decode(latents)
+
+    monkeypatch.setattr(tiny_codec, "decode_latents", recording)
+    return make_app(), dict(zip(WIDTHS, ids, strict=True)), decoded
+
+
+def get_in_thread(app, url: str) -> threading.Thread:
+    """GET `url` in a new thread (asserting a 200)."""
+
+    def get() -> None:
+        assert app.test_client().get(url).status_code == 200
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread
+
+
+def test_a_visitor_is_decoded_before_background_work_queued_earlier(gallery):
+    app, ids, decoded = gallery
+    renderer = get_renderer(app)
+    with decoder_held(app):
+        renderer.warm(ids[64], 64)
+        wait_until(lambda: renderer.batcher.decoding == 1)  # the 64 px image is in the model
+        renderer.warm(ids[72], 72)
+        visitor = get_in_thread(app, f"/i/{ids[80]}.png")
+        wait_until(lambda: renderer.queue_depth == 2)
+    visitor.join(timeout=30)
+    wait_idle(app)
+    assert decoded == [64, 80, 72]
+
+
+def test_a_visitor_moves_the_background_decode_it_joins_ahead(gallery):
+    app, ids, decoded = gallery
+    renderer = get_renderer(app)
+    with decoder_held(app):
+        for width in WIDTHS:
+            renderer.warm(ids[width], width)
+            wait_until(lambda: renderer.batcher.decoding == 1)
+        visitor = get_in_thread(app, f"/i/{ids[80]}.png")
+        wait_until(lambda: metric(app.test_client(), "latent_gallery_coalesced_requests_total"))
+    visitor.join(timeout=30)
+    wait_idle(app)
+    assert decoded == [64, 80, 72]
+
+
+def test_a_visitor_job_is_not_batched_with_background_work_queued_before_it(tiny_codec):
+    latents = {w: tiny_codec.unpack(tiny_codec.encode(png_bytes(64, 48, seed=w))) for w in (1, 2)}
+    batcher = DecodeBatcher(lambda: tiny_codec, Metrics(), queue_size=4, batch=8)
+    done: list[str] = []
+    try:
+        with tiny_codec.decoder._lock:
+            blocker = batcher.submit(*latents[1], Priority.BACKGROUND, None)
+            wait_until(lambda: batcher.decoding == 1)
+            late = batcher.submit(*latents[1], Priority.BACKGROUND, None)
+            first = batcher.submit(*latents[2], Priority.INTERACTIVE, float("inf"))
+            for name, job in (("background", late), ("interactive", first)):
+                job.future.add_done_callback(lambda _, name=name: done.append(name))
+        for job in (blocker, late, first):
+            assert job.future.result(timeout=30).shape == (3, 48, 64)
+    finally:
+        batcher.close(timeout=30)
+    assert done == ["interactive", "background"]
+    samples = {s.name: s.value for s in batcher.metrics.batch_size.collect()[0].samples}
+    assert samples["latent_gallery_decode_batch_size_count"] == 3  # three passes of one latent

@@ -1,0 +1,223 @@
+"""The decode thread: latents -> pixels, visitors first, in batches, within deadlines.
+
+One thread is the only caller of the decoder. Jobs wait in a bounded queue with two
+priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
+upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
+takes the first job, waits up to `BATCH_WINDOW_S` for up to `batch` more of at least its
+priority (a visitor's job never waits behind a background batch it did not join), groups them
+by latent shape and runs one `codec.decode_latents` pass per group of at most `BATCH_PIXELS`.
+A job whose deadline passed while it waited fails with `DeadlineError` instead; background
+jobs have none. A full queue refuses new jobs with `QueueFullError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+from codec import Codec, LatentFile
+
+from .metrics import Metrics
+from .unavailable import DeadlineError, ModelUnavailableError, QueueFullError
+
+log = logging.getLogger(__name__)
+
+BATCH_WINDOW_S = 0.005
+BATCH_PIXELS = 1 << 21
+"""Pixels one forward pass decodes at most. TAESD in fp32 needs about 1 GB of activations per
+megapixel: a batch of 8 768x512 latents peaked 3.1 GB above the loaded model on a CPU, so a
+same-shape batch is split to stay near 2 GB (5 such photos, 2 of 1024x1024)."""
+
+
+class Priority(IntEnum):
+    """Decode order: lower first."""
+
+    INTERACTIVE = 0
+    BACKGROUND = 1
+
+
+@dataclass(eq=False)
+class DecodeJob:
+    """One latent to decode; `future` gets its pixels `(3, H, W)` in [0, 1], cropped."""
+
+    header: LatentFile
+    latent: np.ndarray = field(repr=False)
+    priority: Priority
+    deadline: float | None
+    future: Future[torch.Tensor] = field(default_factory=Future, repr=False)
+
+
+class JobQueue:
+    """A bounded queue of decode jobs, first in first out within each priority."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._levels: dict[Priority, deque[DecodeJob]] = {p: deque() for p in Priority}
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels.values())
+
+    def put(self, job: DecodeJob) -> None:
+        """Queue a job, or raise `QueueFullError` (`ModelUnavailableError` once closed)."""
+        with self._ready:
+            if self._closed:
+                raise ModelUnavailableError("the render service is shutting down")
+            if len(self) >= self.maxsize:
+                raise QueueFullError("too many images are being rendered; try again shortly")
+            self._levels[job.priority].append(job)
+            self._ready.notify()
+
+    def promote(self, job: DecodeJob, deadline: float) -> None:
+        """Make a job interactive (to the end of that level if still queued), with a deadline
+        no earlier than `deadline` (a job also wanted in the background keeps none)."""
+        with self._ready:
+            if job.deadline is not None:
+                job.deadline = max(job.deadline, deadline)
+            if job.priority is not Priority.INTERACTIVE:
+                level = self._levels[job.priority]
+                if job in level:
+                    level.remove(job)
+                    self._levels[Priority.INTERACTIVE].append(job)
+                job.priority = Priority.INTERACTIVE
+
+    def take(self, most: int, window: float) -> list[DecodeJob] | None:
+        """The next batch: the first job by priority, then up to `most` in all of at least its
+        priority that are queued within `window` seconds; None once closed."""
+        with self._ready:
+            while not self._closed and not len(self):
+                self._ready.wait()
+            if self._closed:
+                return None
+            batch = [self._pop(Priority.BACKGROUND)]
+            end = time.monotonic() + window
+            while len(batch) < most and not self._closed:
+                job = self._pop(batch[0].priority)
+                if job is not None:
+                    batch.append(job)
+                    continue
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            return batch
+
+    def close(self) -> list[DecodeJob]:
+        """Refuse new jobs, wake `take`; the jobs that were queued."""
+        with self._ready:
+            self._closed = True
+            jobs = [job for level in self._levels.values() for job in level]
+            for level in self._levels.values():
+                level.clear()
+            self._ready.notify_all()
+            return jobs
+
+    def _pop(self, lowest: Priority) -> DecodeJob | None:
+        for priority, level in self._levels.items():
+            if priority <= lowest and level:
+                return level.popleft()
+        return None
+
+
+class DecodeBatcher:
+    """The decode thread and its queue; `codec()` gives the loaded codec."""
+
+    def __init__(
+        self,
+        codec: Callable[[], Codec],
+        metrics: Metrics,
+        *,
+        queue_size: int = 64,
+        batch: int = 8,
+    ) -> None:
+        self.metrics = metrics
+        self.batch = batch
+        self.decoding = 0
+        """Jobs in the forward pass now."""
+        self._codec = codec
+        self._queue = JobQueue(queue_size)
+        self._thread = threading.Thread(target=self._run, name="render-decode", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        """Decode jobs waiting for the model."""
+        return len(self._queue)
+
+    def submit(
+        self, header: LatentFile, latent: np.ndarray, priority: Priority, deadline: float | None
+    ) -> DecodeJob:
+        """Queue a latent for decoding (`QueueFullError` if the queue is full)."""
+        job = DecodeJob(header, latent, priority, deadline)
+        self._queue.put(job)
+        return job
+
+    def promote(self, job: DecodeJob, deadline: float) -> None:
+        """A visitor waits for this job: decode it ahead of background work."""
+        self._queue.promote(job, deadline)
+
+    def close(self, timeout: float) -> None:
+        """Fail the queued jobs, let the pass in flight finish (up to `timeout` seconds), stop."""
+        for job in self._queue.close():
+            job.future.set_exception(ModelUnavailableError("the render service is shutting down"))
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while (batch := self._queue.take(self.batch, BATCH_WINDOW_S)) is not None:
+            self._decode(batch)
+
+    def _decode(self, batch: list[DecodeJob]) -> None:
+        now = time.monotonic()
+        groups: dict[tuple[int, ...], list[DecodeJob]] = {}
+        for job in batch:
+            if job.deadline is not None and job.deadline < now:
+                job.future.set_exception(
+                    DeadlineError("the render waited in the queue past its deadline")
+                )
+            else:
+                groups.setdefault(job.latent.shape, []).append(job)
+        if not groups:
+            return
+        codec = self._codec()
+        for shape, jobs in groups.items():
+            size = _batch_for(codec, shape)
+            for i in range(0, len(jobs), size):
+                self._forward(codec, jobs[i : i + size])
+
+    def _forward(self, codec: Codec, jobs: list[DecodeJob]) -> None:
+        """One decoder pass over same-shape latents; each job gets its crop or the error."""
+        start = time.perf_counter()
+        self.decoding = len(jobs)
+        try:
+            pixels = codec.decode_latents(torch.from_numpy(np.stack([job.latent for job in jobs])))
+        except Exception as exc:
+            log.exception("decoding %d latents failed", len(jobs))
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        finally:
+            self.decoding = 0
+        self.metrics.decode_seconds.observe(time.perf_counter() - start)
+        self.metrics.batch_size.observe(len(jobs))
+        self.metrics.decodes.inc(len(jobs))
+        for row, job in enumerate(jobs):
+            job.future.set_result(pixels[row, :, : job.header.height, : job.header.width])
+
+
+def _batch_for(codec: Codec, shape: tuple[int, ...]) -> int:
+    """Latents of `shape` decoded in one forward pass: at most `BATCH_PIXELS` pixels of them
+    (of one tile each, for latents larger than the decoder's tile)."""
+    scale = codec.decoder.space.downscale
+    tile = codec.settings.tile
+    pixels = min(shape[-2] * scale, tile) * min(shape[-1] * scale, tile)
+    return max(1, BATCH_PIXELS // pixels)

@@ -1,0 +1,49 @@
+"""After a start, warm the newest gallery page: the first visitor finds it decoded.
+
+`start(app)` runs in the serving process (gunicorn's `post_worker_init`, never the master): it
+loads the models in a background thread and, once they are loaded, queues the newest
+`PAGE_SIZE` images (full size and thumbnails) at BACKGROUND priority, newest first, as many as
+the PNG cache can hold (`png.rendered_bytes`). A visitor's own requests go ahead of them, and
+one for an image still queued here moves it up. `LATENT_GALLERY_WARM_ON_START=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from .pages import PAGE_SIZE
+from .png import rendered_bytes
+from .render import get_renderer
+from .storage import get_store
+
+log = logging.getLogger(__name__)
+
+
+def start(app: Flask) -> None:
+    """Load the models in the background, then warm the newest page if the app says so."""
+    threading.Thread(target=_load_and_warm, args=(app,), name="warm-up", daemon=True).start()
+
+
+def warm_newest_page(app: Flask) -> list[str]:
+    """Queue the newest page's renders that fit in the cache; the ids queued."""
+    renderer = get_renderer(app)
+    with app.app_context():
+        records, _ = get_store().list_images(PAGE_SIZE)
+    ids, budget = [], renderer.cache.max_bytes
+    for record in records:
+        budget -= rendered_bytes(record.width, record.height)
+        if budget < 0:
+            break
+        renderer.warm(record.id, record.width)
+        ids.append(record.id)
+    log.info("warming the newest %d images", len(ids))
+    return ids
+
+
+def _load_and_warm(app: Flask) -> None:
+    renderer = get_renderer(app)  # loads the models; a failed load is retried on later requests
+    if app.config["WARM_ON_START"]:
+        renderer.model.when_loaded(lambda _codec: warm_newest_page(app))
