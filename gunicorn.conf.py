@@ -52,7 +52,10 @@ def post_worker_init(worker) -> None:
 
 
 def worker_exit(server, worker) -> None:
-    """Stop the worker's decode thread before the interpreter exits."""
+    """Finish the accepted uploads, then stop the worker's decode thread, before the
+    interpreter exits."""
     from webapp.render import close_renderer
+    from webapp.uploads import close_uploads
 
+    close_uploads(worker.wsgi)
     close_renderer(worker.wsgi)

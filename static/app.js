@@ -2,8 +2,10 @@
 "use strict";
 
 (() => {
-  const UPLOAD_URL = "/api/images";
+  // wait=0: the answer comes once the file is received; its card then polls until stored.
+  const UPLOAD_URL = "/api/images?wait=0";
   const CARD_URL = "/fragments/card/";
+  const UPLOAD_CARD_URL = "/fragments/uploads/";
   const PARALLEL_UPLOADS = 2;
   const UPLOAD_TIMEOUT_MS = 180000;
 
@@ -35,6 +37,7 @@
   function addRow(list, file) {
     const row = document.createElement("li");
     row.className = "upload-item";
+    row.dataset.job = "";
     row.dataset.state = "queued";
     const name = document.createElement("span");
     name.className = "upload-name";
@@ -62,29 +65,57 @@
     }
   }
 
-  async function insertCard(grid, imageId) {
-    const response = await fetch(CARD_URL + encodeURIComponent(imageId));
+  async function insertCard(grid, url) {
+    const response = await fetch(url);
     if (!response.ok) {
       throw new Error(`The new card could not be loaded (${response.status}).`);
     }
     grid.insertAdjacentHTML("afterbegin", await response.text());
+    htmx.process(grid.firstElementChild);
   }
 
+  // 201: stored, its card goes in. 202: still encoding, its "encoding…" card goes in and polls
+  // (htmx) until it becomes the image's card, which `cardLoaded` reports back to the row.
   async function finish(row, grid, xhr) {
     const body = xhr.response;
-    if (xhr.status !== 201 || !body?.images?.length) {
+    const image = body?.images?.[0];
+    const job = body?.jobs?.[0];
+    if (!(xhr.status === 201 && image) && !(xhr.status === 202 && job)) {
       setRow(row, "error", errorMessage(body, xhr.status), 1);
       return;
     }
-    const image = body.images[0];
-    localStorage.setItem(keyName(image.id), image.delete_key);
+    if (job) {
+      row.dataset.job = job.id;
+    } else {
+      localStorage.setItem(keyName(image.id), image.delete_key);
+    }
     try {
-      await insertCard(grid, image.id);
+      const url = job ? UPLOAD_CARD_URL + job.id : CARD_URL + encodeURIComponent(image.id);
+      await insertCard(grid, url);
     } catch (error) {
       setRow(row, "error", error.message, 1);
       return;
     }
-    setRow(row, "done", `Done · stored in ${formatBytes(image.latent_bytes)}`, 1);
+    if (!job) {
+      setRow(row, "done", `Done · stored in ${formatBytes(image.latent_bytes)}`, 1);
+    }
+  }
+
+  // A card htmx swapped in: an upload's image card (keep its delete key) or its failure.
+  function cardLoaded(card) {
+    const jobId = card.dataset?.uploadJob;
+    const row = jobId && document.querySelector(`.upload-item[data-job="${CSS.escape(jobId)}"]`);
+    if (card.dataset?.deleteKey) {
+      localStorage.setItem(keyName(card.dataset.imageId), card.dataset.deleteKey);
+    }
+    if (!row || card.dataset.state === "encoding") {
+      return;
+    }
+    if (card.dataset.state === "error") {
+      setRow(row, "error", card.querySelector(".card-placeholder").textContent, 1);
+    } else {
+      setRow(row, "done", `Done · stored in ${card.querySelector(".card-size").textContent}`, 1);
+    }
   }
 
   function uploadOne(file, row, grid) {
@@ -231,6 +262,7 @@
   }
 
   saveRenderedKeys();
+  document.body.addEventListener("htmx:load", (event) => cardLoaded(event.detail.elt));
   initUpload();
   initShare();
   initDelete();

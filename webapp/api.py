@@ -6,13 +6,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .ingest import ingest
 from .media import png_url
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
+from .uploads import (
+    NOT_STORED,
+    UploadJob,
+    accept,
+    lookup,
+    take_delete_key,
+    wait_for,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -42,22 +49,30 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
 
 @bp.post("/images")
 def upload() -> tuple[dict[str, Any], int]:
-    """Store each multipart `file`: 201 if any succeeded; per-file errors under `errors`."""
+    """Store each multipart `file`: 201 when all finished within `?wait=` seconds (default and
+    most `UPLOAD_WAIT`), 202 with a status URL for each file still encoding; per-file errors
+    under `errors`. 503 + `Retry-After` (nothing accepted) when the encode queue is full."""
     limit_uploads()
     files = request.files.getlist("file")
     if not files:
         raise BadRequest('Send one or more images in the multipart form field "file".')
-    images, errors = [], []
-    for upload in files:
-        try:
-            images.append(image_json(*ingest(upload)))
-        except HTTPException as error:
-            errors.append(
-                {"filename": upload.filename, "status": error.code, "message": error.description}
-            )
+    wait = upload_wait()
+    jobs = accept(files)
+    wait_for(jobs, wait)
+    images, errors, pending = [], [], []
+    for job in jobs:
+        if job.pending:
+            pending.append(job_json(job))
+        elif job.error is not None:
+            errors.append(file_error(job.filename, job.error))
+        else:
+            images.append(image_json(job.record, take_delete_key(job)))
     body: dict[str, Any] = {"images": images}
     if errors:
         body["errors"] = errors
+    if pending:
+        body["jobs"] = pending
+        return body, 202
     if images:
         return body, 201
     status = errors[0]["status"]
@@ -65,6 +80,44 @@ def upload() -> tuple[dict[str, Any], int]:
         "status": status, "title": HTTP_STATUS_CODES[status], "message": errors[0]["message"],
     }  # fmt: skip
     return body, status
+
+
+@bp.get("/uploads/<job_id>")
+def upload_status(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
+    """An upload job: 202 while encoding, 200 with the image once stored (its delete key the
+    first time), the file's error (4xx/5xx), or 404 when the upload was not stored."""
+    job, record = lookup(job_id)
+    if record is not None:
+        key = take_delete_key(job) if job is not None else None
+        return {"status": "stored", "image": image_json(record, key)}
+    if job is not None and job.pending:
+        return {"status": "pending", **job_json(job)}, 202, {"Retry-After": "1"}
+    if job is not None and job.error is not None:
+        raise job.error
+    raise NotFound(NOT_STORED)
+
+
+def upload_wait() -> float:
+    """The `wait` query argument: seconds from 0 to `UPLOAD_WAIT` (its default)."""
+    most = current_app.config["UPLOAD_WAIT"]
+    text = request.args.get("wait")
+    if text is None:
+        return most
+    try:
+        return min(max(float(text), 0.0), most)
+    except ValueError:
+        raise BadRequest(f"wait must be a number of seconds (at most {most:g}).") from None
+
+
+def file_error(filename: str | None, error: HTTPException) -> dict[str, Any]:
+    """The `errors` entry of a file that was not stored."""
+    return {"filename": filename, "status": error.code, "message": error.description}
+
+
+def job_json(job: UploadJob) -> dict[str, Any]:
+    """A pending upload: its job id, file name and status URL."""
+    url = url_for("api.upload_status", job_id=job.id, _external=True)
+    return {"id": job.id, "filename": job.filename, "status_url": url}
 
 
 @bp.get("/images")

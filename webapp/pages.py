@@ -21,13 +21,13 @@ from flask import (
     session,
     url_for,
 )
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest
 
-from .ingest import ingest
 from .media import ONE_YEAR, png_url
 from .png import THUMB_WIDTHS
 from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
+from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
 
 bp = Blueprint("pages", __name__)
 
@@ -70,26 +70,44 @@ def image(image_id: str) -> str:
     )
 
 
+@bp.get("/fragments/uploads/<job_id>")
+def upload_card(job_id: str) -> str:
+    """An upload's card, for htmx: "encoding…" (polling itself) until the image is stored, then
+    the image's card (with its delete key, once); a failed or lost upload says so. Always 200,
+    which htmx swaps in."""
+    job, record = lookup(job_id)
+    if record is not None:
+        key = take_delete_key(job) if job is not None else None
+        return render_template("_card.html", image=record, delete_key=key, upload_job=job_id)
+    filename = job.filename if job is not None else None
+    if job is not None and job.pending:
+        return render_template("_upload_card.html", job_id=job_id, filename=filename)
+    message = job.error.description if job is not None and job.error else NOT_STORED
+    return render_template("_upload_card.html", job_id=job_id, filename=filename, message=message)
+
+
 @bp.post("/upload")
 def upload() -> Response:
-    """The no-JS upload form: ingest each file, then go to its page (one) or the gallery."""
+    """The no-JS upload form: encode each file (waiting up to `UPLOAD_WAIT`), then go to its
+    page (one stored) or the gallery; files still encoding are named in a message."""
     limit_uploads()
     files = [f for f in request.files.getlist("file") if f.filename]
     if not files:
         raise BadRequest("Choose at least one image to upload.")
-    uploaded, failures = [], []
-    for file in files:
-        try:
-            uploaded.append(ingest(file))
-        except HTTPException as error:
-            failures.append((file.filename, error))
-    if not uploaded:
-        raise failures[0][1]
-    for filename, error in failures:
-        flash(f"{filename}: {error.description}", "error")
-    session[NEW_KEYS] = {record.id: key for record, key in uploaded}
-    if len(files) == 1:
-        return redirect(url_for("pages.image", image_id=uploaded[0][0].id), 303)
+    jobs = accept(files)
+    wait_for(jobs, current_app.config["UPLOAD_WAIT"])
+    failures = [job for job in jobs if not job.pending and job.error is not None]
+    uploaded = [job for job in jobs if not job.pending and job.error is None]
+    encoding = [job.filename for job in jobs if job.pending]
+    if not uploaded and not encoding:
+        raise failures[0].error
+    for job in failures:
+        flash(f"{job.filename}: {job.error.description}", "error")
+    for filename in encoding:
+        flash(f"{filename} is still being encoded; it will appear in the gallery when stored.")
+    session[NEW_KEYS] = {job.record.id: take_delete_key(job) for job in uploaded}
+    if len(files) == 1 and uploaded:
+        return redirect(url_for("pages.image", image_id=uploaded[0].record.id), 303)
     return redirect(url_for("pages.gallery"), 303)
 
 
