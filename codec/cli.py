@@ -9,7 +9,7 @@ import argparse
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -24,8 +24,11 @@ from .settings import MAX_EFFORT, CodecSettings
 PROG = "latent-gallery"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of all subcommands."""
+Extend = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(extend: Extend | None = None) -> argparse.ArgumentParser:
+    """The argument parser of all subcommands; `extend` adds more (each sets `run`)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Store images as Stable Diffusion latents. Models come from "
@@ -50,28 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
         "LATENT_GALLERY_EFFORT, else auto (what fits 3x the encoder's time on this machine)",
     )
     encode.add_argument("-m", "--method", choices=method_names(), help="default: ec")
+    encode.set_defaults(run=run_encode)
 
     decode = commands.add_parser("decode", help="decode a .sdz latent file to an image")
     decode.add_argument("input", type=Path, metavar="IN.sdz")
     decode.add_argument("-o", "--output", type=Path, help="image file (format from suffix)")
+    decode.set_defaults(run=run_decode)
 
     info = commands.add_parser("info", help="show a latent file's header")
     info.add_argument("input", type=Path, metavar="IN.sdz")
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=run_info)
+    if extend is not None:
+        extend(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    extend: Extend | None = None,
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Entry point of the console script; `extend` adds subcommands (see `build_parser`)
+    whose `errors` are reported like the codec's own."""
+    args = build_parser(extend).parse_args(argv)
     try:
-        if args.command == "encode":
-            run_encode(args)
-        elif args.command == "decode":
-            run_decode(args)
-        else:
-            run_info(args)
-    except (CodecError, OSError, ValueError) as exc:
+        args.run(args)
+    except (CodecError, OSError, ValueError, *errors) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
-import sqlite3
+import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,12 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from codec import Codec, CodecSettings
+from tests.servers import MotoS3, Postgres, unavailable
 from tests.tiny_models import tiny_taesd, tiny_taesd_module
 from webapp import create_app
-from webapp.db import get_db
+from webapp.metadata import MetadataStore
 from webapp.render import close_renderer, get_renderer
+from webapp.storage import ImageStore
 
 UNLIMITED_UPLOADS = (10_000, 1.0)
 
@@ -68,6 +72,7 @@ def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]
     yield make
     for app in apps:
         close_renderer(app)
+        app.extensions["latent_gallery.store"].metadata.close()
 
 
 @pytest.fixture
@@ -80,6 +85,75 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 def client(app: Flask) -> FlaskClient:
     """A test client of `app`."""
     return app.test_client()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a store keeps its rows and files: `LATENT_GALLERY_DATABASE_URL` and
+    `_STORAGE_URL` ("": the data folder's SQLite file and folder) and the AWS variables."""
+
+    name: str
+    database: str = ""
+    storage: str = ""
+    aws: Mapping[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """The variables of a server (e.g. `tests.servers.Gunicorn`) on this backend."""
+        urls = {"DATABASE_URL": self.database, "STORAGE_URL": self.storage}
+        return {**{f"LATENT_GALLERY_{k}": v for k, v in urls.items() if v}, **self.aws}
+
+    def config(self) -> dict[str, str]:
+        """The `create_app` settings (`make_app(**backend.config())`) of this backend."""
+        return {"DATABASE_URL": self.database, "STORAGE_URL": self.storage}
+
+    def open(self, data: Path) -> ImageStore:
+        """A store on this backend (`data`: the data folder its defaults live in)."""
+        return ImageStore.open(data, self.database, self.storage)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL 15 server for the session (skipped if not installed, unless required)."""
+    reason = Postgres.missing()
+    if reason:
+        unavailable(reason)
+    server = Postgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One moto S3 server for the session."""
+    if importlib.util.find_spec("moto") is None:
+        unavailable("moto is not installed (pip install 'moto[server]')")
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shared_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """A fresh PostgreSQL database (migrated, as `latent-gallery db upgrade` leaves it) and S3
+    bucket; the AWS variables set for this test."""
+    postgres, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("moto_s3")
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    name = f"t{secrets.token_hex(8)}"
+    database = MetadataStore(postgres.create_database(name))
+    database.upgrade()
+    database.close()
+    return Backend(
+        "s3+postgresql", postgres.url(name), f"s3://{s3.create_bucket(name)}/latents", s3.env
+    )
+
+
+@pytest.fixture(params=["folder+sqlite", "s3+postgresql"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend in turn: the single-node default, then S3 + PostgreSQL."""
+    if request.param == "folder+sqlite":
+        return Backend(request.param)
+    return request.getfixturevalue("shared_backend")
 
 
 def png_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
@@ -124,21 +198,27 @@ def snapshot(app: Flask) -> tuple[list[str], list[tuple]]:
     return data_files(app), rows(app)
 
 
-def assert_consistent(data: Path) -> set[str]:
-    """Assert that a data folder is consistent: every row has its latent file, every file its
-    row, no temp file is left; returns the ids stored."""
-    uri = f"file:{data / 'gallery.sqlite3'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        ids = {row[0] for row in db.execute("SELECT id FROM images")}
-    files = {path.name for path in (data / "latents").iterdir()}
+def assert_consistent(data: Path, database: str = "", storage: str = "") -> set[str]:
+    """Assert that a store (by default the data folder's SQLite file and latents folder) is
+    consistent: every row has its latent file, every file its row, no temp file is left;
+    returns the ids stored."""
+    store = ImageStore.open(data, database, storage)
+    try:
+        ids = store.metadata.ids()
+        files = {name for name, _ in store.blobs.names()}
+    finally:
+        store.metadata.close()
     assert files == {f"{image_id}.sdz" for image_id in ids}, (sorted(files), sorted(ids))
     return ids
 
 
 def rows(app: Flask) -> list[tuple]:
     """All rows of the images table."""
-    with app.app_context():
-        return [tuple(row) for row in get_db().execute("SELECT * FROM images ORDER BY seq")]
+    engine = app.extensions["latent_gallery.store"].metadata.engine
+    with engine.connect() as connection:
+        return [
+            tuple(row) for row in connection.exec_driver_sql("SELECT * FROM images ORDER BY seq")
+        ]
 
 
 def metric(client: FlaskClient, name: str, labels: str = "") -> float:

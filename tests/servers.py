@@ -1,4 +1,5 @@
-"""A real gunicorn (gunicorn.conf.py, wsgi.py) on 127.0.0.1 for tests and the load benchmark."""
+"""Real servers on 127.0.0.1 for tests and the load benchmark: gunicorn (gunicorn.conf.py,
+wsgi.py), PostgreSQL 15 and moto's S3 server."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -157,3 +161,143 @@ class Gunicorn:
             cursor = page["next_cursor"]
             path = f"/api/images?limit=100&cursor={cursor}" if cursor else ""
         return ids
+
+
+def unavailable(message: str) -> None:
+    """Skip a test whose server binary is missing, or fail when `LATENT_GALLERY_REQUIRE_SERVERS=1`
+    (as CI sets, after installing them)."""
+    import pytest
+
+    if os.environ.get("LATENT_GALLERY_REQUIRE_SERVERS") == "1":
+        pytest.fail(message + "; LATENT_GALLERY_REQUIRE_SERVERS=1 makes this an error")
+    pytest.skip(message)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, name: str, log: Path) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`; fail if `process` dies."""
+    deadline = time.monotonic() + START_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} not listening within {START_S} s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster (Debian's binaries) on 127.0.0.1 and a random port.
+
+    PostgreSQL refuses to run as root, so as root `initdb` and `pg_ctl` run through
+    `runuser -u postgres`, on a temp folder that user owns (its unix socket is there too).
+    """
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+    USER = "postgres"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="latent-gallery-pg-"))
+        self.log = self.folder / "postgres.log"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why no cluster can be started here, or None."""
+        if not (cls.BIN / "initdb").exists():
+            return f"PostgreSQL 15 is not installed ({cls.BIN}/initdb; apt-get install postgresql)"
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam(cls.USER)
+            except KeyError:
+                return f"no {cls.USER!r} user to run PostgreSQL as (it refuses root)"
+        return None
+
+    def start(self) -> Postgres:
+        """initdb (trust auth, no fsync) and start; returns once it accepts connections."""
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, self.USER, self.USER)
+        data = self.folder / "data"
+        self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync", "--no-instructions")  # fmt: skip
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -F"
+        self._run("pg_ctl", "-D", data, "-l", self.log, "-o", options, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        """Stop at once and remove the cluster."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", self.folder / "data", "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        """A `postgresql://` URL of a database on this server."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def _run(self, program: str, *args: str | Path) -> None:
+        command = [str(self.BIN / program), *map(str, args)]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", self.USER, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=START_S)
+        if result.returncode:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise subprocess.CalledProcessError(
+                result.returncode, command, result.stdout, f"{result.stderr}\n{log}"
+            )
+
+
+class MotoS3:
+    """moto's S3 server (`python -m moto.server`) on 127.0.0.1 and a random port; `env` holds
+    the standard AWS variables that point plain boto3 at it."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = Path(log)
+        self.process: subprocess.Popen | None = None
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self) -> MotoS3:
+        """Start and wait until it listens."""
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, self.process, "moto_server", self.log)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (its buckets are in memory and go with it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+
+    def create_bucket(self, name: str) -> str:
+        """Create an empty bucket; its name."""
+        self.client().create_bucket(Bucket=name)
+        return name

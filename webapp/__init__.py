@@ -10,7 +10,7 @@ from flask import Flask
 
 from codec import Codec
 
-from . import api, db, errors, health, media, openapi, pages, security
+from . import api, errors, health, media, openapi, pages, security
 from .cache import ByteLRU
 from .ingest import InMemoryRequest
 from .metrics import Metrics
@@ -39,19 +39,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["CODEC_FACTORY"] = lambda: codec or Codec(settings.codec)
     data = app.config["DATA"] = Path(app.config["DATA"])
     data.mkdir(parents=True, exist_ok=True)
-    db.init_app(app)
+    store = ImageStore.open(data, app.config["DATABASE_URL"], app.config["STORAGE_URL"])
+    store.prepare()
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = db.persistent_secret_key(app)
+        app.config["SECRET_KEY"] = store.secret_key()
     cache = ByteLRU(app.config["CACHE_BYTES"])
     metrics = Metrics()
     metrics.watch(lambda: cache.bytes, lambda: _queue_depth(app))
     app.extensions.update({
         "latent_gallery.cache": cache,
         "latent_gallery.metrics": metrics,
-        "latent_gallery.store": ImageStore(data, db.get_db),
+        "latent_gallery.store": store,
     })  # fmt: skip
-    with app.app_context():
-        app.extensions["latent_gallery.store"].repair()
 
     errors.init_app(app)
     security.init_app(app)

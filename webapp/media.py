@@ -8,6 +8,8 @@ revalidation (`no-cache`, ETag) rather than cached forever.
 
 from __future__ import annotations
 
+import io
+
 from flask import Blueprint, Response, abort, redirect, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
@@ -63,11 +65,16 @@ def png_url(image_id: str, width: int | None = None, *, external: bool = False) 
 def latent(image_id: str) -> Response:
     """The stored latent file, as a download."""
     record = get_record_or_404(image_id)
+    try:
+        data = get_store().read_latent(record.id)
+    except FileNotFoundError:
+        abort(404, "This image was just deleted.")
     response = send_file(
-        get_store().path_of(record.id),
+        io.BytesIO(data),
         mimetype="application/octet-stream",
         as_attachment=True,
         download_name=f"{record.id}.sdz",
+        etag=f"{record.id}-sdz",
         max_age=ONE_YEAR,
     )
     return _immutable(response)

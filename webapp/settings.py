@@ -42,6 +42,8 @@ class Settings:
     bind: str = "127.0.0.1:8000"
     threads: int = 8
     log_level: str = "info"
+    database_url: str = ""
+    storage_url: str = ""
     redis_url: str | None = None
     trusted_proxies: int = 0
 
@@ -73,6 +75,8 @@ class Settings:
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
             threads=number("THREADS", d.threads),
             log_level=environ.get("LATENT_GALLERY_LOG_LEVEL", d.log_level).lower(),
+            database_url=environ.get("LATENT_GALLERY_DATABASE_URL", d.database_url),
+            storage_url=environ.get("LATENT_GALLERY_STORAGE_URL", d.storage_url),
             redis_url=environ.get("LATENT_GALLERY_REDIS_URL") or None,
             trusted_proxies=parse_hops(environ.get("LATENT_GALLERY_TRUSTED_PROXIES", "0")),
         )
@@ -92,6 +96,8 @@ class Settings:
             "WARM_ON_START": self.warm_on_start,
             "ENCODE_QUEUE": self.encode_queue,
             "UPLOAD_WAIT": self.upload_wait,
+            "DATABASE_URL": self.database_url,
+            "STORAGE_URL": self.storage_url,
             "REDIS_URL": self.redis_url,
             "TRUSTED_PROXIES": self.trusted_proxies,
         }
