@@ -1,4 +1,12 @@
-"""Decoded images -> PNG bytes, and the thumbnail sizes the gallery serves: pure functions."""
+"""Decoded images -> PNG bytes, and the thumbnails the gallery serves: pure functions.
+
+Thumbnails are made from the full-size decode (`thumbnail`, Lanczos). Measured with TAESD on 4
+Kodak images (768x512, CPU): full decode then resize is 25.8 dB (256 px) / 23.6 dB (512 px)
+PSNR against the downsized original; decoding an area-downsampled latent instead is 3x / 1.6x
+faster (1.8 s / 3.3 s against 5.2 s) but loses 6.7 dB / 3.7 dB (blotchy colour, lost detail).
+With the full size cached, a thumbnail costs a PNG read, a resize and a PNG write (~60 ms for
+512 px on 2 busy CPU cores) instead of a decode.
+"""
 
 from __future__ import annotations
 
