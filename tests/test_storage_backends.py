@@ -261,3 +261,17 @@ def test_migrate_store_refuses_a_different_file_under_the_same_name(
     assert "the same store" in capsys.readouterr().err
     source.metadata.close()
     target.metadata.close()
+
+
+@pytest.mark.parametrize(
+    ("database", "storage", "variable"),
+    [
+        ("mysql://db/x", "", "LATENT_GALLERY_DATABASE_URL"),
+        ("not a url", "", "LATENT_GALLERY_DATABASE_URL"),
+        ("", "ftp://host/folder", "LATENT_GALLERY_STORAGE_URL"),
+        ("", "s3:///no-bucket", "LATENT_GALLERY_STORAGE_URL"),
+    ],
+)
+def test_a_bad_url_is_an_error_naming_its_variable(tmp_path, database, storage, variable):
+    with pytest.raises(ValueError, match=variable):
+        ImageStore.open(tmp_path, database, storage)

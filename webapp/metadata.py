@@ -90,7 +90,10 @@ class MetadataStore:
     """The images and settings tables of one database."""
 
     def __init__(self, url: str) -> None:
-        self.url = sa.make_url(engine_url(url))
+        try:
+            self.url = sa.make_url(engine_url(url))
+        except sa.exc.ArgumentError:
+            raise ValueError(f"LATENT_GALLERY_DATABASE_URL={url!r} is not a database URL") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
