@@ -26,8 +26,12 @@ from webapp import create_app
 from webapp.metadata import MetadataStore
 from webapp.render import close_renderer, get_renderer
 from webapp.storage import ImageStore
+from webapp.uploads import close_uploads
 
 UNLIMITED_UPLOADS = (10_000, 1.0)
+TEST_UPLOAD_WAIT = 120.0
+"""Seconds an upload request waits for its encodes in tests (`make_app`): uploads answer 201
+even on a loaded CPU; the 202 path is tested with its own, shorter wait."""
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +68,7 @@ def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]
             "CODEC": tiny_codec,
             "DATA": tmp_path / "data",
             "UPLOAD_RATE": UNLIMITED_UPLOADS,
+            "UPLOAD_WAIT": TEST_UPLOAD_WAIT,
             **settings,
         }
         apps.append(create_app(config))
@@ -71,6 +76,7 @@ def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]
 
     yield make
     for app in apps:
+        close_uploads(app)
         close_renderer(app)
         app.extensions["latent_gallery.store"].metadata.close()
 
@@ -222,10 +228,17 @@ def rows(app: Flask) -> list[tuple]:
 
 
 def metric(client: FlaskClient, name: str, labels: str = "") -> float:
-    """A sample's value from /metrics (0 if absent): `metric(c, "latent_gallery_decodes_total")`."""
+    """A sample's value from /metrics: `metric(c, "latent_gallery_decodes_total")`. Fails the
+    test if no metric family has that sample name (a renamed or missing metric); 0 for `labels`
+    not seen yet (a labelled counter has no sample before its first increment)."""
     text = client.get("/metrics").get_data(as_text=True)
+    families = re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE)
+    if not any(name == family or name.startswith(f"{family}_") for family in families):
+        pytest.fail(f"/metrics has no metric {name!r}; it has {families}")
     pattern = rf"^{re.escape(name)}{re.escape('{' + labels + '}') if labels else ''} (\S+)$"
     match = re.search(pattern, text, re.MULTILINE)
+    if match is None and not labels:
+        pytest.fail(f"/metrics has no sample {name!r}:\n{text}")
     return float(match[1]) if match else 0.0
 
 

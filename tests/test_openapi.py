@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.conftest import assert_consistent, png_bytes, upload
+from tests.conftest import assert_consistent, png_bytes, upload, wait_until
 from webapp.openapi import SPEC
+from webapp.uploads import get_uploads
 
 OPERATIONS = [
     (path, method.upper())
@@ -44,13 +45,20 @@ EXAMPLES = settings(
 )
 
 
+@pytest.fixture
+def app(make_app) -> Flask:
+    """The app with room for every generated upload in its encode queue: admission (503 when
+    full) is tested in test_uploads.py; here a slow CPU must not turn checks into refusals."""
+    return make_app(ENCODE_QUEUE=100_000)
+
+
 def test_the_spec_is_served_and_lists_every_api_route(app: Flask, client):
     spec = client.get("/api/openapi.json").get_json()
     assert spec["openapi"].startswith("3.") and spec["servers"] == [{"url": "http://localhost"}]
     routes = {
-        (rule.rule.replace("<image_id>", "{image_id}"), method)
+        (rule.rule.replace("<image_id>", "{image_id}").replace("<job_id>", "{job_id}"), method)
         for rule in app.url_map.iter_rules()
-        if rule.rule.startswith(("/api/images", "/i/<image_id>.", "/healthz"))
+        if rule.rule.startswith(("/api/images", "/api/uploads", "/i/<image_id>.", "/healthz"))
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
     assert routes == set(OPERATIONS)
@@ -77,4 +85,5 @@ def test_operation_conforms_to_the_description(
         case.call_and_validate(excluded_checks=excluded)
 
     check()
+    wait_until(lambda: get_uploads(app).depth == 0)  # uploads answered 202 still encoding
     assert_consistent(app.config["DATA"])

@@ -98,15 +98,18 @@ def upload_status(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | d
 
 
 def upload_wait() -> float:
-    """The `wait` query argument: seconds from 0 to `UPLOAD_WAIT` (its default)."""
+    """The `wait` query argument: seconds from 0, at most `UPLOAD_WAIT` (its default)."""
     most = current_app.config["UPLOAD_WAIT"]
     text = request.args.get("wait")
     if text is None:
         return most
     try:
-        return min(max(float(text), 0.0), most)
+        wait = float(text)
     except ValueError:
-        raise BadRequest(f"wait must be a number of seconds (at most {most:g}).") from None
+        wait = -1.0
+    if not wait >= 0:  # also NaN
+        raise BadRequest(f"wait must be a number of seconds from 0 (at most {most:g} is used).")
+    return min(wait, most)
 
 
 def file_error(filename: str | None, error: HTTPException) -> dict[str, Any]:

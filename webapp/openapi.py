@@ -73,14 +73,40 @@ _FILE_ERROR = {
         "message": {"type": "string", "minLength": 1},
     },
 }
+_JOB_PROPERTIES = {
+    "id": {"type": "string", "description": "The upload job's id (a secret: keep it)."},
+    "filename": {"type": ["string", "null"]},
+    "status_url": {"type": "string", "format": "uri"},
+}
+_UPLOAD_JOB = {
+    "type": "object",
+    "required": sorted(_JOB_PROPERTIES),
+    "properties": _JOB_PROPERTIES,
+    "additionalProperties": False,
+}
 _UPLOAD_RESULT = {
     "type": "object",
     "required": ["images"],
     "properties": {
         "images": {"type": "array", "items": _ref("NewImage")},
         "errors": {"type": "array", "items": _ref("FileError")},
+        "jobs": {"type": "array", "items": _ref("UploadJob")},
         "error": _ERROR_BODY,
     },
+}
+_UPLOAD_STATUS = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["status", "image"],
+            "properties": {"status": {"const": "stored"}, "image": _ref("NewImage")},
+        },
+        {
+            "type": "object",
+            "required": ["status", *sorted(_JOB_PROPERTIES)],
+            "properties": {"status": {"const": "pending"}, **_JOB_PROPERTIES},
+        },
+    ]
 }
 _BINARY = {"type": "string", "format": "binary"}
 _RETRY = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}}
@@ -103,6 +129,18 @@ SPEC: dict[str, Any] = {
             "post": {
                 "operationId": "uploadImages",
                 "summary": "Store one or more images (multipart field `file`, repeatable).",
+                "description": "Waits up to `wait` seconds (default and most: "
+                "LATENT_GALLERY_UPLOAD_WAIT) for the encodes: 201 if all finished, else 202 "
+                "with a job per file still encoding, whose `status_url` gives the result. An "
+                "accepted file is always encoded; a 202 is kept in the server's memory only.",
+                "parameters": [
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "number", "minimum": 0},
+                        "description": "Seconds to wait for the encodes (capped).",
+                    },
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -119,6 +157,10 @@ SPEC: dict[str, Any] = {
                 },
                 "responses": {
                     "201": _json(_ref("UploadResult"), "At least one image was stored."),
+                    "202": _json(
+                        _ref("UploadResult"),
+                        "Accepted: `jobs` lists the files still encoding (see their status URL).",
+                    ),
                     "400": _json(
                         {"anyOf": [_ref("UploadResult"), _ref("Error")]},
                         "No file, or no file is an acceptable image.",
@@ -126,7 +168,13 @@ SPEC: dict[str, Any] = {
                     "403": _error("Cross-site request, or a session without its CSRF token."),
                     "413": _error("The request is larger than the upload limit."),
                     "429": {**_error("Too many uploads from this address."), "headers": _RETRY},
-                    "503": {**_error(_UNAVAILABLE["description"]), "headers": _RETRY},
+                    "503": {
+                        **_error(
+                            "The encode queue is full or the models are not loaded; nothing "
+                            "was accepted: send again after `Retry-After` seconds."
+                        ),
+                        "headers": _RETRY,
+                    },
                     "507": _json(
                         {"anyOf": [_ref("UploadResult"), _ref("Error")]},
                         "The server's disk is full; no file was stored.",
@@ -186,6 +234,32 @@ SPEC: dict[str, Any] = {
                     "204": {"description": "Deleted."},
                     "403": _error("The delete key is missing or wrong."),
                     "404": _error("No image has this id."),
+                },
+            },
+        },
+        "/api/uploads/{job_id}": {
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "get": {
+                "operationId": "getUpload",
+                "summary": "An upload job: still encoding, stored, failed, or not stored.",
+                "responses": {
+                    "200": _json(
+                        _UPLOAD_STATUS,
+                        "Stored: the image (with `delete_key` the first time only).",
+                    ),
+                    "202": {
+                        **_json(_UPLOAD_STATUS, "Still encoding: ask again."),
+                        "headers": _RETRY,
+                    },
+                    "400": _error("The file is not an acceptable image."),
+                    "404": _error(
+                        "Not stored (the server restarted before the encode finished, or the "
+                        "image was deleted): send the file again."
+                    ),
+                    "500": _error("The encode failed; nothing was stored."),
+                    "507": _error("The server's disk is full; nothing was stored."),
                 },
             },
         },
@@ -251,6 +325,7 @@ SPEC: dict[str, Any] = {
             "NewImage": _NEW_IMAGE,
             "FileError": _FILE_ERROR,
             "UploadResult": _UPLOAD_RESULT,
+            "UploadJob": _UPLOAD_JOB,
             "Error": {
                 "type": "object",
                 "required": ["error"],
