@@ -49,7 +49,54 @@ def multipart(files: list[tuple[bytes, str]], field: str = "file") -> tuple[byte
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-class Gunicorn:
+class HttpEndpoint:
+    """Requests to an HTTP server on 127.0.0.1:`port`, one fresh connection each."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = REQUEST_S,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a fresh connection: status, headers, body."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def upload(self, content: bytes, filename: str, timeout: float = REQUEST_S) -> tuple[int, Any]:
+        """POST one file to /api/images: status and the JSON body."""
+        body, headers = multipart([(content, filename)])
+        status, _, data = self.request("POST", "/api/images", body, headers, timeout)
+        return status, json.loads(data)
+
+    def listed_ids(self) -> list[str]:
+        """Every image id /api/images lists, newest first (all pages)."""
+        ids, path = [], "/api/images?limit=100"
+        while path:
+            status, _, data = self.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status} {data[:200]!r}")
+            page = json.loads(data)
+            ids += [image["id"] for image in page["images"]]
+            cursor = page["next_cursor"]
+            path = f"/api/images?limit=100&cursor={cursor}" if cursor else ""
+        return ids
+
+
+class Gunicorn(HttpEndpoint):
     """One gunicorn process group serving the app from `data`, its output in `log`.
 
     `env` adds `LATENT_GALLERY_*` settings (weights, limits) to this process's environment.
@@ -66,11 +113,6 @@ class Gunicorn:
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`."""
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, healthy: bool = True, timeout: float = START_S) -> Gunicorn:
         """Start and wait until `/healthz` answers 200 (`healthy`) or answers at all."""
@@ -122,45 +164,17 @@ class Gunicorn:
             raise RuntimeError(f"expected one gunicorn worker, found {children}")
         return int(children[0])
 
+    def cli(self, *args: str) -> str:
+        """Run `latent-gallery ARGS` with this server's settings; its output."""
+        command = [sys.executable, "-m", "webapp.cli", *args]
+        result = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"latent-gallery {' '.join(args)}: {result.stderr}")
+        return result.stdout
+
     def logs(self) -> str:
         """Everything gunicorn and the app logged so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = REQUEST_S,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One request on a fresh connection: status, headers, body."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=dict(headers or {}))
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
-
-    def upload(self, content: bytes, filename: str, timeout: float = REQUEST_S) -> tuple[int, Any]:
-        """POST one file to /api/images: status and the JSON body."""
-        body, headers = multipart([(content, filename)])
-        status, _, data = self.request("POST", "/api/images", body, headers, timeout)
-        return status, json.loads(data)
-
-    def listed_ids(self) -> list[str]:
-        """Every image id /api/images lists, newest first (all pages)."""
-        ids, path = [], "/api/images?limit=100"
-        while path:
-            status, _, data = self.request("GET", path)
-            if status != 200:
-                raise RuntimeError(f"GET {path}: {status} {data[:200]!r}")
-            page = json.loads(data)
-            ids += [image["id"] for image in page["images"]]
-            cursor = page["next_cursor"]
-            path = f"/api/images?limit=100&cursor={cursor}" if cursor else ""
-        return ids
 
 
 def unavailable(message: str) -> None:
@@ -301,3 +315,101 @@ class MotoS3:
         """Create an empty bucket; its name."""
         self.client().create_bucket(Bucket=name)
         return name
+
+
+class Redis:
+    """A throwaway `redis-server` (Debian's) on 127.0.0.1 and a random port, nothing on disk."""
+
+    BINARY = "redis-server"
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = Path(log)
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why no server can be started here, or None."""
+        if shutil.which(cls.BINARY) is None:
+            return f"{cls.BINARY} is not installed (apt-get install redis-server)"
+        return None
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:<port>/0`."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Redis:
+        """Start and wait until it listens."""
+        command = [self.BINARY, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                   "--appendonly", "no", "--dir", str(self.log.parent)]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, self.process, self.BINARY, self.log)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (its data is in memory and goes with it)."""
+        _terminate(self.process)
+
+
+class Nginx(HttpEndpoint):
+    """Debian's nginx in the foreground with `deploy/nginx.conf` in front of `nodes`
+    (`host:port`), on 127.0.0.1 and a random port; pid, logs and temp folders in `folder`."""
+
+    BINARY = "nginx"
+    CONFIG = ROOT / "deploy" / "nginx.conf"
+
+    def __init__(self, folder: Path, nodes: list[str]) -> None:
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.nodes = nodes
+        self.log = self.folder / "error.log"
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why nginx cannot be started here, or None."""
+        if shutil.which(cls.BINARY) is None:
+            return f"{cls.BINARY} is not installed (apt-get install nginx)"
+        return None
+
+    def start(self) -> Nginx:
+        """Write the config beside its node and listen files, start, wait until it listens."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / self.CONFIG.name
+        shutil.copy(self.CONFIG, config)
+        servers = "".join(f"server {node} max_fails=1 fail_timeout=10s;\n" for node in self.nodes)
+        (self.folder / "gallery-nodes.conf").write_text(servers)
+        (self.folder / "gallery-listen.conf").write_text(f"listen 127.0.0.1:{self.port};\n")
+        command = [self.BINARY, "-p", f"{self.folder}/", "-c", str(config), "-e", str(self.log),
+                   "-g", "daemon off;"]  # fmt: skip
+        with (self.folder / "nginx.out").open("ab") as out:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, self.process, self.BINARY, self.log)
+        return self
+
+    def stop(self) -> None:
+        """Stop nginx (SIGTERM: fast shutdown)."""
+        _terminate(self.process)
+
+    def access_log(self) -> str:
+        """The access log so far."""
+        path = self.folder / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _terminate(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
