@@ -19,10 +19,18 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 START_S = 120
 REQUEST_S = 120
+STORE_S = 900  # the longest an upload's encode may take (slow, loaded CPUs) in `stored`
+
+
+def local_path(url: str) -> str:
+    """The path and query of a URL a server gave (to request it again on a local server)."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
 def free_port() -> int:
@@ -81,6 +89,23 @@ class HttpEndpoint:
         body, headers = multipart([(content, filename)])
         status, _, data = self.request("POST", "/api/images", body, headers, timeout)
         return status, json.loads(data)
+
+    def stored(self, status: int, body: Any, timeout: float = STORE_S) -> dict:
+        """The image of a one-file upload answered `status` with `body`: from a 201, or by
+        following the 202's status URL until it is stored; fails on any other answer."""
+        assert status in (201, 202), (status, body)
+        if status == 201:
+            return body["images"][0]
+        [job] = body["jobs"]
+        path = local_path(job["status_url"])
+        deadline = time.monotonic() + timeout
+        while True:
+            status, _, data = self.request("GET", path)
+            if status != 202:
+                assert status == 200, (status, data[:300])
+                return json.loads(data)["image"]
+            assert time.monotonic() < deadline, f"{path} still pending after {timeout:g} s"
+            time.sleep(0.5)
 
     def listed_ids(self) -> list[str]:
         """Every image id /api/images lists, newest first (all pages)."""

@@ -5,25 +5,20 @@ and render, whatever the encode takes, and an idle server never answers 503."""
 from __future__ import annotations
 
 import io
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from tests.conftest import encode
-from tests.servers import Gunicorn
+from tests.servers import Gunicorn, local_path
 from tests.shared import taesd_path
 
 pytestmark = pytest.mark.shared
 
 SIZE = (768, 512)
-STORE_S = 900  # the longest one encode may take here before the test fails (slow CPUs)
 
 
 def synthetic_photo(seed: int, size: tuple[int, int] = SIZE) -> bytes:
@@ -52,30 +47,6 @@ def synthetic_photo(seed: int, size: tuple[int, int] = SIZE) -> bytes:
     return encode(Image.fromarray(np.uint8(np.clip(noisy, 0, 255))), "JPEG", quality=90)
 
 
-def local(url: str) -> str:
-    """The path and query of a URL the server gave (to request it on this server)."""
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}" if parts.query else parts.path
-
-
-def stored_image(server: Gunicorn, status: int, body: Any, timeout: float = STORE_S) -> dict:
-    """The image of a one-file upload answered `status`: from a 201, or by following the 202's
-    status URL until it is stored. Fails on any other answer, a 503 included."""
-    assert status in (201, 202), (status, body)
-    if status == 201:
-        return body["images"][0]
-    [job] = body["jobs"]
-    path = local(job["status_url"])
-    deadline = time.monotonic() + timeout
-    while True:
-        status, _, data = server.request("GET", path)
-        if status != 202:
-            assert status == 200, (status, data[:300])
-            return json.loads(data)["image"]
-        assert time.monotonic() < deadline, f"{path} still pending after {timeout:g} s"
-        time.sleep(1)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Gunicorn]:
     """gunicorn on the real TAESD with every other setting at its default."""
@@ -96,12 +67,12 @@ def test_default_configuration_stores_three_unseen_photos_in_a_row_without_a_503
     images = []
     for seed in range(3):
         status, body = server.upload(synthetic_photo(seed), f"photo-{seed}.jpg")
-        images.append(stored_image(server, status, body))
+        images.append(server.stored(status, body))
         assert server.request("GET", "/healthz")[0] == 200
     assert [(i["width"], i["height"]) for i in images] == [SIZE] * 3
     assert set(server.listed_ids()) == {image["id"] for image in images}
     for image in images:
-        status, headers, png = server.request("GET", local(image["png_url"]))
+        status, headers, png = server.request("GET", local_path(image["png_url"]))
         assert status == 200 and headers["Content-Type"] == "image/png", png[:200]
         assert Image.open(io.BytesIO(png)).size == SIZE
     assert '" 503 ' not in server.logs(), server.logs()  # the access log: no 503 at all
