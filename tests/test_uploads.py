@@ -66,11 +66,13 @@ def test_a_full_encode_queue_is_503_before_any_work_and_accepted_uploads_are_sto
         message = refused.get_json()["error"]["message"]
         assert "nothing was stored" in message and "Too many uploads" not in message
         assert snapshot(app) == before
+        assert metric(client, "latent_gallery_encode_queue_depth") == 1
     assert (
         metric(client, "latent_gallery_rejected_requests_total", 'reason="encode_queue_full"') == 1
     )
     [job] = first.get_json()["jobs"]
     image = stored(client, job)["image"]
+    assert metric(client, "latent_gallery_encode_queue_depth") == 0
     assert image["id"] == image_id_of(job["id"]) and image["delete_key"]
     again = post_images(client, (png_bytes(seed=3), "third.png"))
     assert again.status_code == 201, again.get_data(as_text=True)

@@ -37,6 +37,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "latent_gallery_queue_depth", "Decode jobs waiting for the model", registry=r
         )
+        self.encode_queue_depth = Gauge(
+            "latent_gallery_encode_queue_depth",
+            "Uploads accepted and not yet stored or failed (waiting or encoding)",
+            registry=r,
+        )
 
     def watch(self, cache_bytes: Callable[[], float], queue_depth: Callable[[], float]) -> None:
         """Read the gauges from these functions at scrape time."""

@@ -109,6 +109,7 @@ class UploadQueue:
         self._jobs: OrderedDict[str, UploadJob] = OrderedDict()
         self._unfinished = 0
         self._lock = threading.Lock()
+        app.extensions["latent_gallery.metrics"].encode_queue_depth.set_function(lambda: self.depth)
         self._thread = threading.Thread(target=self._run, name="encode", daemon=True)
         self._thread.start()
 
