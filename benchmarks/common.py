@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from codec.hardware import detect
 from codec.pipeline import Codec
 from codec.settings import CodecSettings
 
@@ -19,6 +20,12 @@ DEFAULT_KODAK = SHARED / "images" / "kodak"
 DEFAULT_WEIGHTS = SHARED / "weights" / "taesd"
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
+
+
+def machine(device: str = "cpu") -> str:
+    """What a benchmark's speed figures were measured on (CPU class or GPU), for its header
+    line and the `machine` column of its CSV."""
+    return detect(device).describe()
 
 
 @dataclass(frozen=True)

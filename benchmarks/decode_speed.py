@@ -18,6 +18,8 @@ import torch
 from codec import Codec, CodecSettings
 from codec.models import load_autoencoder
 
+from .common import machine
+
 
 def main() -> None:
     """Run the measurement and print the table."""
@@ -33,6 +35,7 @@ def main() -> None:
     image = codec.open(args.kodak / "kodim23.png")
     start = time.perf_counter()
     latent = torch.from_numpy(codec.latent_of(image))[None]
+    print(f"machine: {machine(codec.decoder.device.type)}")
     print(f"device {codec.decoder.describe()}; encode {time.perf_counter() - start:.3f} s")
     reference = load_autoencoder(args.weights, device="cpu").decode(latent)
 

@@ -45,6 +45,7 @@ from .common import (
     corrected_photo,
     kodak_paths,
     load_photo,
+    machine,
     make_codec,
 )
 from .metrics import bits_per_pixel, measure
@@ -67,6 +68,7 @@ def _pending(method: str, setting: str, photo: Photo, quality: float, n_bytes: f
     row = {
         "method": method, "setting": setting, "image": photo.name, "quality": quality,
         "bytes": n_bytes, "bpp": bpp, "encode_s": encode_s, "decode_s": decode_s,
+        "machine": machine(),
     }  # fmt: skip
     return row, photo.image, decoded
 
@@ -135,7 +137,7 @@ def method_rows(codec: Codec, method: str, qualities: Sequence[int], photos: Seq
     for quality in qualities:
         for photo in tqdm(photos, desc=f"{label or method} q={quality}", leave=False):
             start = time.perf_counter()
-            data = codec.encode_latent(photo.latent, photo.image, method=method, quality=quality,
+            data = codec.compress_latent(photo.latent, photo.image, method=method, quality=quality,
                                        effort=effort, tuned_for=photo.tuned_for)  # fmt: skip
             pack_s = time.perf_counter() - start
             start = time.perf_counter()
@@ -199,8 +201,7 @@ def environment() -> str:
     packages = ("pillow", "pillow-jxl-plugin", "torch", "pytorch-msssim", "ssimulacra2")
     return "\n".join([
         f"- latent-gallery commit {_code_version()}",
-        f"- {platform.platform()}, Python {platform.python_version()}, "
-        f"{torch.get_num_threads()} torch threads on {platform.processor() or platform.machine()}",
+        f"- {machine()}; {platform.platform()}, Python {platform.python_version()}",
         "- " + ", ".join(f"{p} {version(p)}" for p in packages),
         "- Pillow codecs: " + ", ".join(f"{k} {v}" for k, v in libs.items()),
     ])  # fmt: skip
@@ -284,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     codec = make_codec(args.weights)
+    print(f"machine: {machine()}", flush=True)
     photos = [load_photo(codec, p, args.out / "latents") for p in tqdm(paths, desc="latents")]
     codec.decode_latents(torch.zeros(1, 4, 64, 64))  # warm-up, so no timing pays for it
     rows = score(ceiling_rows(codec, photos), args.jobs)

@@ -33,7 +33,7 @@ from codec.rate_control import psnr
 from codec.refine import refine, steps_for
 
 from .bdrate import bd_rate
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths, machine
 from .report import text_table
 
 BASELINE = "palette"
@@ -41,7 +41,7 @@ BASELINE_QUALITIES = (100, 88, 63, 35)
 """The palette settings `benchmarks.rd` picks on Kodak (0.05 to 0.15 bpp)."""
 COLUMNS = [
     "method", "image", "quality", "effort", "steps", "bytes", "bpp", "psnr", "float_psnr",
-    "encode_s", "decode_s", "cross_decoder", "cross_psnr",
+    "encode_s", "decode_s", "cross_decoder", "cross_psnr", "machine",
 ]  # fmt: skip
 
 
@@ -91,6 +91,7 @@ def image_rows(
             "bpp": len(data) * 8 / (image.width * image.height), "psnr": psnr(image, decoded),
             "float_psnr": float_psnr, "encode_s": latent_s + extra_s + pack_s,
             "decode_s": decode_s, "cross_decoder": "", "cross_psnr": "",
+            "machine": machine(codec.decoder.device.type),
         }, data  # fmt: skip
 
     rows = [row(BASELINE, quality, 0, latent, 0.0, None)[0] for quality in baseline_qualities]
@@ -100,9 +101,10 @@ def image_rows(
             steps = steps_for(effort)
             refined, refine_s = start[None], 0.0
             if steps:
-                (refined, _), refine_s = _seconds(
-                    refine, pixels, start[None], codec.decoder, method, quality, steps
+                result, refine_s = _seconds(
+                    refine, pixels, start[None], codec.search_decoder, method, quality, steps
                 )
+                refined = result.latents
             family = codec.decoder.family if steps else codec.corrected_for
             extra_s = correct_s + refine_s
             result, data = row(method.name, quality, effort, refined[0], extra_s, family)
@@ -183,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     codec = Codec(CodecSettings(encoder=weights, decoder=weights, device=args.device))
     codec.load()
     cross = _cross_decoder(args.cross_decoder)
+    print(f"machine: {machine(codec.decoder.device.type)}", flush=True)
     print(f"decoder {codec.decoder.describe()}; second decoder {cross[0]}", flush=True)
+    print(f"encode plan: {codec.plan.describe()}", flush=True)
     out = args.out / f"refine-{codec.decoder.device.type}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -29,6 +29,7 @@ COLUMNS = (
     *METRICS,
     "encode_s",
     "decode_s",
+    "machine",
 )
 
 

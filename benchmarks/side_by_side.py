@@ -50,7 +50,7 @@ def method_tile(
     (the latent refined at `effort`)."""
 
     def encode_at(quality: int) -> standard.Encoded:
-        data = codec.encode_latent(photo.latent, photo.image, method=method, quality=quality,
+        data = codec.compress_latent(photo.latent, photo.image, method=method, quality=quality,
                                    effort=effort, tuned_for=photo.tuned_for)  # fmt: skip
         return standard.Encoded(quality, data, 0.0)
 

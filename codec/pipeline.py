@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 from .container import LatentFile
 from .correction import LatentCorrection, correction_for
 from .errors import LatentSpaceMismatchError
+from .hardware import Plan, choose_plan, detect, measure, search_dtypes
 from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
 from .methods import get_method, method_by_id
 from .models import LatentAutoencoder, load_autoencoder
@@ -23,14 +26,28 @@ from .tiling import run_tiled
 
 ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
 DECODE_OVERLAP = 16  # latent positions shared by neighbouring decoder tiles
+log = logging.getLogger(__name__)
 _UNRESOLVED = object()  # the correction before both models are loaded
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A latent file and, when the encode decoded it anyway, its image (CompressAI's `x_hat`)."""
+
+    data: bytes
+    image: Image.Image | None
+    """What `Codec.decode(data)` renders, from the decode the refinement search ended with;
+    None when the encode ran no such decode (effort 0) or decoded on a twin of another
+    precision than the decoder's (bfloat16 on a CPU), whose pixels could differ."""
 
 
 class Codec:
     """Encode images to latent files and decode them, with the models loaded once.
 
     Models load lazily on first use (or with `load()`), from `settings` or as given; the
-    same spec for encoder and decoder loads one model. Safe to share between threads.
+    same spec for encoder and decoder loads one model. `plan` (what `auto` effort means and
+    the search precision) is measured on first need unless given. Safe to share between
+    threads.
     """
 
     def __init__(
@@ -39,6 +56,7 @@ class Codec:
         *,
         encoder: LatentAutoencoder | None = None,
         decoder: LatentAutoencoder | None = None,
+        plan: Plan | None = None,
     ) -> None:
         self.settings = settings or CodecSettings()
         if self.settings.tile % 64:
@@ -55,6 +73,9 @@ class Codec:
         self._encoder, self._decoder = encoder, decoder
         self._correction: LatentCorrection | object | None = _UNRESOLVED
         self._load_lock = threading.Lock()
+        self._plan_lock = threading.Lock()
+        self._plan = plan
+        self._search: LatentAutoencoder | None = None
 
     @classmethod
     def from_env(cls) -> Codec:
@@ -123,7 +144,38 @@ class Codec:
         """The decoder family a `correct`ed latent suits (None: no correction applies)."""
         return self.decoder.family if self.correction is not None else None
 
-    def encode(
+    @property
+    def plan(self) -> Plan:
+        """How this machine encodes (search precision, what `auto` effort means): measured once
+        on the loaded models (`codec.hardware`), under a second on a CPU, and logged."""
+        with self._plan_lock:
+            if self._plan is None:
+                machine = detect(self.decoder.device)
+                twins = {
+                    str(dtype).removeprefix("torch."): self.decoder.twin(dtype)
+                    for dtype in search_dtypes(machine, self.decoder.dtype)
+                }
+                costs = measure(self.encoder.encode, {n: _searcher(m) for n, m in twins.items()})
+                self._plan = choose_plan(machine, costs)
+                self._search = twins[self._plan.search_dtype]
+                log.info("encode plan: %s", self._plan.describe())
+            return self._plan
+
+    @property
+    def search_decoder(self) -> LatentAutoencoder:
+        """The decoder in the precision refinement searches run in (`plan.search_dtype`)."""
+        plan = self.plan
+        with self._plan_lock:
+            if self._search is None:
+                self._search = self.decoder.twin(getattr(torch, plan.search_dtype))
+            return self._search
+
+    def encode(self, source: ImageSource | Image.Image, **options) -> bytes:
+        """A latent file of an image (bytes, path, file object or PIL image); `compress`'s
+        options."""
+        return self.compress(source, **options).data
+
+    def compress(
         self,
         source: ImageSource | Image.Image,
         *,
@@ -132,22 +184,22 @@ class Codec:
         target_bytes: int | None = None,
         target_psnr: float | None = None,
         effort: int | str | None = None,
-    ) -> bytes:
-        """A latent file of an image (bytes, path, file object or PIL image).
+    ) -> Encoded:
+        """A latent file of an image, and its reconstruction when the encode decoded it.
 
         The encoder's latent is first moved by the learned correction (`correct`), then coded
-        by `encode_latent` (refinement at `effort`, the rate by `quality`, `target_bytes` or
+        by `compress_latent` (refinement at `effort`, the rate by `quality`, `target_bytes` or
         `target_psnr`).
         """
         _check_rate(quality, target_bytes, target_psnr)
         image = (source if isinstance(source, Image.Image) else self.open(source)).convert("RGB")
-        return self.encode_latent(
+        return self.compress_latent(
             self.correct(self.latent_of(image)), image, method=method, quality=quality,
             target_bytes=target_bytes, target_psnr=target_psnr, effort=effort,
             tuned_for=self.corrected_for,
         )  # fmt: skip
 
-    def encode_latent(
+    def compress_latent(
         self,
         latent: np.ndarray,
         image: Image.Image,
@@ -158,7 +210,7 @@ class Codec:
         target_psnr: float | None = None,
         effort: int | str | None = None,
         tuned_for: str | None = None,
-    ) -> bytes:
+    ) -> Encoded:
         """A latent file of the RGB `image` from its float latent (`latent_of`, maybe corrected).
 
         `effort` 0..9 (or `auto`; default `settings.effort`, see `refine.resolve_effort`)
@@ -169,33 +221,45 @@ class Codec:
         _check_rate(quality, target_bytes, target_psnr)
         size = (image.width, image.height)
         effort = resolve_effort(
-            self.settings.effort if effort is None else effort,
-            self.encoder.device, size, self.settings.tile,
+            self.settings.effort if effort is None else effort, size, self.settings.tile,
+            lambda: self.plan.auto_effort,
         )  # fmt: skip
         if not effort and target_psnr is None:
-            return self.pack(
+            data = self.pack(
                 latent, *size, method=method, quality=quality, target_bytes=target_bytes,
                 target_family=tuned_for,
             )  # fmt: skip
+            return Encoded(data, None)
         coder = get_method(method or self.settings.method)
         pixels = image_to_tensor(image)
+        decoded: dict[bytes, Image.Image] = {}
+        search = self.search_decoder if effort else self.decoder
+        exact = search.dtype == self.decoder.dtype
 
         def file_at(q: int) -> bytes:
             if not effort:
                 return self.pack(latent, *size, method=coder.name, quality=q,
                                  target_family=tuned_for)  # fmt: skip
-            refined, _ = refine(pixels, latent[None], self.decoder, coder, q, steps_for(effort))
-            return self.pack(
-                refined[0], *size, method=coder.name, quality=q,
+            refined = refine(pixels, latent[None], search, coder, q, steps_for(effort))
+            data = self.pack(
+                refined.latents[0], *size, method=coder.name, quality=q,
                 target_family=self.decoder.family,
             )  # fmt: skip
+            if exact:
+                decoded[data] = tensor_to_image(refined.images[0])
+            return data
+
+        def decoded_psnr(data: bytes) -> float:
+            decoded[data] = self.decode(data)
+            return psnr(image, decoded[data])
 
         if target_psnr is not None:
-            decoded_psnr = lambda data: psnr(image, self.decode(data))  # noqa: E731
-            return smallest_reaching(file_at, decoded_psnr, target_psnr)
-        if target_bytes is not None:
-            return largest_fitting(file_at, target_bytes)
-        return file_at(quality or coder.default_quality)
+            data = smallest_reaching(file_at, decoded_psnr, target_psnr)
+        elif target_bytes is not None:
+            data = largest_fitting(file_at, target_bytes)
+        else:
+            data = file_at(quality or coder.default_quality)
+        return Encoded(data, decoded.get(data))
 
     def pack(
         self,
@@ -274,6 +338,19 @@ class Codec:
         scale = self.decoder.space.downscale
         tile = self.settings.tile // scale
         return run_tiled(self.decoder.decode, latents, tile, DECODE_OVERLAP, scale)
+
+
+def _searcher(model: LatentAutoencoder):
+    """`hardware.measure`'s view of a search model: `grad` -> latents -> images."""
+
+    def with_grad(grad: bool):
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            with model.exclusive(), torch.set_grad_enabled(grad):
+                return model.decode_differentiable(latents.to(model.device, model.dtype))
+
+        return decode
+
+    return with_grad
 
 
 def _check_rate(quality: int | None, target_bytes: int | None, target_psnr: float | None) -> None:

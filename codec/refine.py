@@ -6,13 +6,15 @@ the dequantized latent, `ec`'s fast approximation during the search; backward: i
 straight-through estimator). The encoder's own latent, the last iterate and the best one scored
 on the way are then scored exactly after quantization and the best is kept, so refinement never
 does worse than the plain encoder on the decoder it targets. Searching and scoring run on the
-decoder's `for_search` twin (bfloat16 on a CPU).
+search model the caller gives: the decoder itself or its twin in the precision that
+`codec.hardware` measured fastest, held exclusively for the whole search.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,11 +28,6 @@ Dequantizer = Callable[[np.ndarray], np.ndarray]
 
 EFFORT_STEPS = (0, 1, 5, 20, 30, 50, 75, 100, 150, 200)
 """Adam steps at each effort level 0..9 (0: the plain encoder, no refinement)."""
-CUDA_DEFAULT_EFFORT = 5
-"""What `auto` means on CUDA."""
-CPU_DEFAULT_EFFORT = 1
-"""What `auto` means on a CPU: one step (a bfloat16 decoder step costs about 1.3 s for
-768×512 on 2 cores), which keeps the default encode under 3× the encoder's forward pass."""
 LEARNING_RATE = 0.05
 """Adam's initial step in scaled latent units, decayed to zero by a cosine over the run."""
 
@@ -44,21 +41,20 @@ def steps_for(effort: int) -> int:
 
 def resolve_effort(
     effort: int | str,
-    device: torch.device,
     size: tuple[int, int],
     tile: int,
+    auto: Callable[[], int],
 ) -> int:
     """The effort (`auto` or 0..9) for an image of `size` (width, height).
 
-    `auto` (the default) is `CUDA_DEFAULT_EFFORT` on CUDA, `CPU_DEFAULT_EFFORT` on a CPU and 0
-    elsewhere (MPS). Refinement works on whole images that the decoder decodes in one piece (at
+    `auto` gives what `auto` means on this machine (`codec.hardware.choose_plan`), asked only
+    when needed. Refinement works on whole images that the decoder decodes in one piece (at
     most `tile` pixels a side): `auto` is 0 for larger ones, and an explicit effort above 0 is
     a `CodecError`.
     """
     fits = max(size) <= tile
     if effort == "auto":
-        defaults = {"cuda": CUDA_DEFAULT_EFFORT, "cpu": CPU_DEFAULT_EFFORT}
-        return defaults.get(device.type, 0) if fits else 0
+        return auto() if fits else 0
     try:
         value = int(effort)
     except ValueError:
@@ -87,6 +83,17 @@ def dequantizer(method: QuantizationMethod, quality: int, exact: bool = True) ->
     return round_trip
 
 
+@dataclass(frozen=True)
+class Refined:
+    """What `refine` chose: latents `(B, C, h, w)`, their PSNRs (dB) and decoded images."""
+
+    latents: np.ndarray
+    psnr: np.ndarray
+    images: torch.Tensor
+    """`(B, 3, H, W)` float32 on the CPU, clamped to [0, 1] and cropped to the photo: the
+    search decoder's image of each chosen latent after exact quantization."""
+
+
 def refine(
     images: torch.Tensor,
     latents: np.ndarray,
@@ -95,41 +102,65 @@ def refine(
     quality: int,
     steps: int,
     lr: float = LEARNING_RATE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Refined latents `(B, C, h, w)` for files of `method` at `quality`, and their PSNRs (dB).
+) -> Refined:
+    """Refined latents for files of `method` at `quality`, their PSNRs and decoded images.
 
     `images` `(B, 3, H, W)` in [0, 1] with `H <= 8h`, `W <= 8w` (the padding the encoder added
     is not scored); `latents` the encoder's float latents. The search takes `steps` Adam steps,
     the first from the exactly quantized latent (which scores it), the others through the fast
     quantizer; the last iterate and (with two steps or more) the best one scored on the way are
     then quantized exactly and decoded in one batch. The best of these and the encoder's latent
-    is returned with its PSNR as `decoder.for_search()` scores it.
+    is returned, as `decoder` (the search model) scores and decodes it.
     """
-    decoder = decoder.for_search()
+    with decoder.exclusive():
+        return _refine(images, latents, decoder, method, quality, steps, lr)
+
+
+def _refine(
+    images: torch.Tensor,
+    latents: np.ndarray,
+    decoder: LatentAutoencoder,
+    method: QuantizationMethod,
+    quality: int,
+    steps: int,
+    lr: float,
+) -> Refined:
     target = images.to(decoder.device, torch.float32)
     start = np.array(latents, dtype=np.float32, copy=True)
     exact = dequantizer(method, quality)
-    searched, scored = [start], []
+    searched, scored, decoded = [start], [], []
     if steps:
         approximate = dequantizer(method, quality, exact=False)
-        start_mse, later = _search(start, target, decoder, (exact, approximate), steps, lr)
-        searched, scored = [start, *later], [start_mse]
+        start_mse, start_image, later = _search(
+            start, target, decoder, (exact, approximate), steps, lr
+        )
+        searched, scored, decoded = [start, *later], [start_mse], [start_image]
     with torch.no_grad():
         pending = np.concatenate(searched[len(scored) :])
         candidates = torch.from_numpy(np.stack([exact(z) for z in pending]))
         out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
+    out = _crop(out, target)
     mse = _mse(out, target.repeat(len(searched) - len(scored), 1, 1, 1))
     scores = np.concatenate([*scored, mse]).reshape(len(searched), -1)
+    pictures = torch.cat([*decoded, out.cpu()]).reshape(len(searched), len(start), *out.shape[1:])
     winner = scores.argmin(axis=0)
-    chosen = np.stack([searched[w][i] for i, w in enumerate(winner)])
-    return chosen, -10 * np.log10(np.maximum(scores.min(axis=0), 1e-12))
+    rows = range(len(start))
+    return Refined(
+        latents=np.stack([searched[w][i] for i, w in zip(rows, winner, strict=True)]),
+        psnr=-10 * np.log10(np.maximum(scores.min(axis=0), 1e-12)),
+        images=torch.stack([pictures[w, i] for i, w in zip(rows, winner, strict=True)]),
+    )
+
+
+def _crop(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Decoded images as a PNG would hold them: float32, cropped to the target, clamped."""
+    height, width = target.shape[-2:]
+    return decoded.detach().float()[..., :height, :width].clamp(0, 1)
 
 
 def _mse(decoded: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """Per-image MSE of decoded images (cropped to the target, clamped as a PNG would be)."""
-    height, width = target.shape[-2:]
-    error = decoded.detach().float()[..., :height, :width].clamp(0, 1) - target
-    return error.square().mean(dim=(1, 2, 3)).cpu().numpy()
+    """Per-image MSE of `_crop`ped decoded images against the target."""
+    return (decoded - target).square().mean(dim=(1, 2, 3)).cpu().numpy()
 
 
 def _search(
@@ -139,11 +170,11 @@ def _search(
     quantizers: tuple[Dequantizer, Dequantizer],
     steps: int,
     lr: float,
-) -> tuple[np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, torch.Tensor, list[np.ndarray]]:
     """Adam through a straight-through quantizer (`quantizers`: exact for the first step, fast
-    after). Returns the start's exact MSE per image, and the later iterates worth scoring
-    exactly: the best per image of those after the first as the fast quantizer scores them
-    (with two steps or more), and the last, which no step scored."""
+    after). Returns the start's exact MSE per image and its decoded images, and the later
+    iterates worth scoring exactly: the best per image of those after the first as the fast
+    quantizer scores them (with two steps or more), and the last, which no step scored."""
     height, width = target.shape[-2:]
     z = torch.tensor(start, device=target.device, requires_grad=True)
     optimizer = torch.optim.Adam([z], lr=lr)
@@ -154,12 +185,13 @@ def _search(
         quantized = torch.from_numpy(np.stack([dequantize(item) for item in current]))
         straight = z + (quantized.to(z.device) - z).detach()
         out = decoder.decode_differentiable(straight.to(decoder.dtype)).float()
-        mse = _mse(out, target)
+        image = _crop(out, target)
+        mse = _mse(image, target)
         if step:
             improved = mse < best_mse
             best[improved], best_mse[improved] = current[improved], mse[improved]
         else:
-            start_mse = mse
+            start_mse, start_image = mse, image.cpu()
         # A sum, not a mean: keeps the gradients far from fp16's underflow on CUDA.
         loss = (out[..., :height, :width] - target).square().sum()
         optimizer.zero_grad(set_to_none=True)
@@ -170,4 +202,4 @@ def _search(
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         optimizer.step()
     last = z.detach().cpu().numpy()
-    return start_mse, ([best, last] if steps > 1 else [last])
+    return start_mse, start_image, ([best, last] if steps > 1 else [last])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,10 @@ from safetensors.torch import save_file
 
 from codec.errors import ModelLoadError
 from codec.images import image_to_tensor, open_image
+from codec.methods import get_method
 from codec.models import KLAutoencoder, TinyAutoencoder, family_of, load_autoencoder
 from codec.models.taesd import TinyAutoencoder as Tiny
+from codec.refine import refine
 from codec.spaces import SD1, SDXL
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import CPU, tiny_kl, tiny_kl_module, tiny_taesd, tiny_taesd_module
@@ -134,3 +138,34 @@ def test_aliases_name_the_default_hub_models(monkeypatch, alias, hub_id, family)
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
     with pytest.raises(ModelLoadError, match=f"cannot load {family} model '{hub_id}'"):
         load_autoencoder(alias)
+
+
+def test_a_search_holds_the_model_so_a_concurrent_fp32_fallback_waits_for_it():
+    """A render that falls back to fp32 while an encode's search runs on the same model must
+    not switch the precision under the search (it would fail mid-forward on mixed dtypes)."""
+    model = tiny_taesd(seed=6)
+    with torch.no_grad():
+        model.module.decoder.layers[-1].bias.fill_(6e4)
+    model.module.half()
+    model.dtype = torch.float16
+    latents = torch.randn(1, 4, 6, 8)
+    rendered: list[torch.Tensor] = []
+    render = threading.Thread(target=lambda: rendered.append(model.decode(latents)))
+
+    def start_render_once(module, args):
+        if not render.is_alive() and not rendered:
+            render.start()
+            render.join(timeout=0.5)
+
+    hook = model.module.decoder.register_forward_pre_hook(start_render_once)
+    method = get_method("ec")
+    try:
+        refine(torch.rand(1, 3, 48, 64), latents.numpy(), model, method, 50, 2)
+    except RuntimeError as exc:
+        if "Half" in str(exc) and "not implemented" in str(exc):
+            pytest.skip(f"this torch build cannot run fp16 convolutions on CPU: {exc}")
+        raise
+    finally:
+        hook.remove()
+        render.join(timeout=60)
+    assert rendered and torch.isfinite(rendered[0]).all() and model.dtype == torch.float32

@@ -26,6 +26,7 @@ def healthz() -> tuple[dict, int]:
         "decoder": codec.decoder.describe(),
         "method": codec.settings.method,
         "correction": codec.correction is not None,
+        "encode_plan": codec.plan.as_dict(),
         "queue_depth": renderer.queue_depth,
         "cache_bytes": renderer.cache.bytes,
     }, 200

@@ -34,10 +34,12 @@ class LatentAutoencoder:
 
     `encode` takes images `(B, 3, H, W)` in [0, 1] and returns scaled latents
     `(B, 4, H/8, W/8)`; `decode` is the inverse. Both run under `torch.inference_mode`, one
-    call at a time (a lock), so a loaded model can be shared between threads. On CUDA the
-    model runs in fp16 and falls back to fp32 for good if fp16 ever gives a non-finite result.
+    call at a time (a lock), so a loaded model can be shared between threads; a caller that
+    runs the differentiable passes itself (a refinement search) holds `exclusive()` for the
+    whole run, so it sees one precision throughout. On CUDA the model runs in fp16 and falls
+    back to fp32 for good, under the lock, if fp16 ever gives a non-finite result.
     `rounded_fingerprints` are the encoder's and decoder's fingerprints at bfloat16 precision
-    (see `codec.correction`). `for_search` is the twin that gradient searches run on.
+    (see `codec.correction`). `twin` makes a copy in another precision for searches.
     """
 
     family: str = ""
@@ -64,25 +66,26 @@ class LatentAutoencoder:
         self.device = device
         self.dtype = dtype
         self.module = module.to(device) if dtype == torch.float32 else module.to(device, dtype)
-        self._lock = threading.Lock()
-        self._search: LatentAutoencoder | None = None
+        self._lock = threading.RLock()
 
-    def for_search(self) -> LatentAutoencoder:
-        """This model for gradient searches (`codec.refine`): itself, except in float32 on a
-        CPU, where a bfloat16, channels-last copy (made once) takes a decoder step about 2.5×
-        faster on CPUs with AVX-512 BF16 (measured: TAESD, 768×512, 2 cores, 3.4 s → 1.3 s)."""
-        if self.device.type != "cpu" or self.dtype != torch.float32:
+    def exclusive(self) -> threading.RLock:
+        """The model's lock: hold it (`with model.exclusive():`) around a sequence of
+        differentiable passes; `encode` and `decode` take it themselves."""
+        return self._lock
+
+    def twin(self, dtype: torch.dtype) -> LatentAutoencoder:
+        """A channels-last copy of this model in `dtype` with its own lock (itself if `dtype`
+        is its own): a bfloat16 twin takes a decoder step about 2.5× faster than float32 on
+        CPUs with native bfloat16 kernels, and many times slower on those without."""
+        if dtype == self.dtype:
             return self
         with self._lock:
-            if self._search is None:
-                twin = copy.copy(self)
-                twin.module = copy.deepcopy(self.module).to(torch.bfloat16)
-                twin.module.to(memory_format=torch.channels_last)
-                twin.dtype = torch.bfloat16
-                twin._lock = threading.Lock()
-                twin._search = twin
-                self._search = twin
-        return self._search
+            twin = copy.copy(self)
+            twin.module = copy.deepcopy(self.module).to(dtype)
+        twin.module.to(memory_format=torch.channels_last)
+        twin.dtype = dtype
+        twin._lock = threading.RLock()
+        return twin
 
     def encode_differentiable(self, images: torch.Tensor) -> torch.Tensor:
         """Scaled latents of images in [0, 1], with autograd (model dtype and device)."""

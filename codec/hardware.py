@@ -1,0 +1,213 @@
+"""The machine the codec runs on, and what `auto` effort means there: measured, not assumed.
+
+`detect` names the machine (CPU model, torch's capability string, native bfloat16 and AMX,
+cores; or the GPU). `measure` times the loaded models once, on a small image: the encoder's
+forward pass and, for each precision a search could run in, one refinement step (decoder
+forward and backward) and one scoring forward pass. `choose_plan` is a pure function of those
+costs: the search runs in the cheaper precision, and `auto` is the largest effort whose
+refinement fits the budget, so that the whole encode takes at most `BUDGET` times the
+encoder's forward pass on every machine. bfloat16 is timed only where the CPU has native
+bfloat16 kernels (AVX-512 BF16 or AMX): elsewhere it is emulated and many times slower than
+float32, so no bfloat16 twin is ever built there.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from .refine import EFFORT_STEPS
+from .settings import MAX_EFFORT
+
+BUDGET = 3.0
+"""The default encode takes at most this many times the encoder's forward pass."""
+CALIBRATION_SIZE = 256
+"""Side of the square image the costs are timed on (costs scale with pixels)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a speed figure depends on: the device and, for a CPU, its class."""
+
+    device: str
+    name: str
+    capability: str
+    native_bf16: bool
+    amx: bool
+    cores: int
+    torch: str
+
+    def describe(self) -> str:
+        """One line for logs, `/healthz` and benchmark headers."""
+        if self.device != "cpu":
+            return f"{self.device} {self.name}, torch {self.torch}"
+        bf16 = "native bf16" if self.native_bf16 else "no native bf16"
+        amx = ", AMX" if self.amx else ""
+        cpu = f"{self.name} ({self.capability}, {bf16}{amx}), {self.cores} cores"
+        return f"{cpu}, torch {self.torch}"
+
+    def as_dict(self) -> dict[str, str | bool | int]:
+        """The fields, for JSON and CSV."""
+        return asdict(self)
+
+
+def detect(device: torch.device | str = "cpu") -> Machine:
+    """The machine behind `device` (a CPU: model name, capability, bf16/AMX, threads)."""
+    device = torch.device(device)
+    capability = torch.backends.cpu.get_cpu_capability()
+    name = _cpu_name()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "mps":
+        name = "Apple GPU"
+    return Machine(
+        device=device.type,
+        name=name,
+        capability=capability,
+        native_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        amx=bool(torch.cpu._is_amx_tile_supported()),
+        cores=torch.get_num_threads(),
+        torch=torch.__version__,
+    )
+
+
+@cache
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds one pass takes on the calibration image, per search precision (dtype name)."""
+
+    encode: float
+    step: Mapping[str, float]
+    score: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this machine encodes: the search precision and what `auto` effort means."""
+
+    search_dtype: str
+    auto_effort: int
+    budget: float
+    ratio: float
+    """The modelled encode time at `auto_effort`, in encoder forward passes."""
+    machine: Machine
+    costs: Costs
+
+    def describe(self) -> str:
+        """One line for logs and `/healthz`."""
+        steps = EFFORT_STEPS[self.auto_effort]
+        return (
+            f"auto effort {self.auto_effort} ({steps} {self.search_dtype} search steps), "
+            f"encode ≈ {self.ratio:.2f}× the encoder forward pass (budget {self.budget:g}×) "
+            f"on {self.machine.describe()}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The plan for JSON."""
+        return {
+            "auto_effort": self.auto_effort,
+            "search_dtype": self.search_dtype,
+            "steps": EFFORT_STEPS[self.auto_effort],
+            "encode_ratio": round(self.ratio, 3),
+            "budget": self.budget,
+            "machine": self.machine.as_dict(),
+            "seconds": {
+                "encode": round(self.costs.encode, 4),
+                "step": {k: round(v, 4) for k, v in self.costs.step.items()},
+                "score": {k: round(v, 4) for k, v in self.costs.score.items()},
+            },
+        }
+
+
+def encode_ratio(costs: Costs, dtype: str, steps: int) -> float:
+    """Modelled encode time with `steps` search steps in `dtype`, in encoder forward passes:
+    the forward pass, the steps, and the exact scoring of the candidates the search keeps
+    (the last iterate; with two steps or more also the best one seen)."""
+    scored = 0 if steps == 0 else 1 if steps == 1 else 2
+    return 1 + (steps * costs.step[dtype] + scored * costs.score[dtype]) / costs.encode
+
+
+def choose_plan(machine: Machine, costs: Costs, budget: float = BUDGET) -> Plan:
+    """The search precision with the cheaper step, and the largest effort that fits `budget`."""
+    dtype = min(costs.step, key=lambda name: costs.step[name])
+    effort = max(
+        e for e in range(MAX_EFFORT + 1) if encode_ratio(costs, dtype, EFFORT_STEPS[e]) <= budget
+    )
+    return Plan(
+        search_dtype=dtype,
+        auto_effort=effort,
+        budget=budget,
+        ratio=encode_ratio(costs, dtype, EFFORT_STEPS[effort]),
+        machine=machine,
+        costs=costs,
+    )
+
+
+def search_dtypes(machine: Machine, model_dtype: torch.dtype) -> list[torch.dtype]:
+    """The precisions worth timing for searches: the model's own, plus bfloat16 for a float32
+    model on a CPU with native bfloat16 kernels."""
+    dtypes = [model_dtype]
+    if machine.device == "cpu" and model_dtype == torch.float32 and machine.native_bf16:
+        dtypes.append(torch.bfloat16)
+    return dtypes
+
+
+def measure(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    searchers: Mapping[str, Callable[[bool], Callable[[torch.Tensor], torch.Tensor]]],
+    size: int = CALIBRATION_SIZE,
+) -> Costs:
+    """Time `encode` (images -> latents) and, per dtype name, a search decoder.
+
+    `searchers[name](grad)` gives a function latents -> images run with autograd (`grad`,
+    then the step also runs backward) or without (a scoring pass). Each is run once at a
+    small size first, so that one-time kernel setup is not timed.
+    """
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(1, 3, size, size, generator=generator)
+    encode(images[..., :64, :64])
+    encode_s, latents = _timed(lambda: encode(images))
+    step, score = {}, {}
+    for name, searcher in searchers.items():
+        for grad, table in ((True, step), (False, score)):
+            run = _pass(searcher(grad), grad)
+            run(latents[..., :8, :8])
+            table[name] = _timed(lambda run=run: run(latents))[0]
+    return Costs(encode=encode_s, step=step, score=score)
+
+
+def _pass(decode: Callable[[torch.Tensor], torch.Tensor], grad: bool) -> Callable:
+    """One pass of `decode`, waited for (`.item()` syncs a GPU)."""
+
+    def run(latents: torch.Tensor) -> None:
+        if not grad:
+            with torch.no_grad():
+                decode(latents).float().sum().item()
+            return
+        z = latents.clone().requires_grad_(True)
+        decode(z).float().square().sum().backward()
+        z.grad.sum().item()
+
+    return run
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result

@@ -1,0 +1,131 @@
+"""What `auto` effort means on each machine class: the plan is a pure function of measured costs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec import Codec, CodecSettings
+from codec.hardware import (
+    BUDGET,
+    Costs,
+    Machine,
+    choose_plan,
+    detect,
+    encode_ratio,
+    measure,
+    search_dtypes,
+)
+from codec.images import tensor_to_image
+from codec.refine import EFFORT_STEPS
+from tests.tiny_models import tiny_taesd
+
+
+def _cpu(capability: str, native_bf16: bool, amx: bool = False) -> Machine:
+    return Machine("cpu", "test CPU", capability, native_bf16, amx, 2, torch.__version__)
+
+
+AVX512_BF16 = _cpu("AVX512", native_bf16=True)
+AVX2 = _cpu("AVX2", native_bf16=False)
+AMX = _cpu("AVX512", native_bf16=True, amx=True)
+H100 = Machine("cuda", "NVIDIA H100", "AVX512", True, False, 16, torch.__version__)
+
+# Seconds for a 768x512 image on 2-core AMD EPYC machines of each class: AVX-512 BF16 from the
+# README's measurements (a bfloat16 step and scoring pass: 2.2 s), AVX2 measured with TAESD in
+# float32; the GPU's are illustrative (a pass of a few milliseconds).
+AVX512_COSTS = Costs(encode=1.79, step={"float32": 3.4, "bfloat16": 1.3}, score={
+    "float32": 1.9, "bfloat16": 0.9})  # fmt: skip
+AVX2_COSTS = Costs(encode=2.8, step={"float32": 5.4}, score={"float32": 4.4})
+CUDA_COSTS = Costs(encode=0.004, step={"float16": 0.0002}, score={"float16": 0.0001})
+
+
+def test_avx512_bf16_searches_in_bfloat16_one_step_within_the_budget():
+    plan = choose_plan(AVX512_BF16, AVX512_COSTS)
+    assert plan.search_dtype == "bfloat16"
+    assert EFFORT_STEPS[plan.auto_effort] == 1
+    assert plan.ratio == pytest.approx(1 + (1.3 + 0.9) / 1.79) and plan.ratio <= BUDGET
+
+
+def test_avx2_never_searches_in_bfloat16_and_stays_within_the_budget():
+    assert search_dtypes(AVX2, torch.float32) == [torch.float32]
+    plan = choose_plan(AVX2, AVX2_COSTS)
+    assert plan.search_dtype == "float32" and plan.ratio <= BUDGET
+    assert plan.auto_effort == 0
+
+
+def test_bfloat16_is_timed_only_where_native_and_only_for_a_float32_model():
+    assert search_dtypes(AVX512_BF16, torch.float32) == [torch.float32, torch.bfloat16]
+    assert search_dtypes(AMX, torch.float32) == [torch.float32, torch.bfloat16]
+    assert search_dtypes(H100, torch.float16) == [torch.float16]
+
+
+def test_bfloat16_is_chosen_only_when_measured_faster():
+    slow_bf16 = Costs(encode=1.0, step={"float32": 0.5, "bfloat16": 0.9},
+                      score={"float32": 0.3, "bfloat16": 0.2})  # fmt: skip
+    assert choose_plan(AVX512_BF16, slow_bf16).search_dtype == "float32"
+
+
+def test_a_fast_gpu_gets_many_steps_and_still_fits_the_budget():
+    plan = choose_plan(H100, CUDA_COSTS)
+    assert plan.search_dtype == "float16"
+    assert EFFORT_STEPS[plan.auto_effort] == 30
+    assert plan.ratio <= BUDGET < encode_ratio(CUDA_COSTS, "float16", EFFORT_STEPS[5])
+
+
+@pytest.mark.parametrize("budget", [1.0, 2.0, 3.0, 10.0, 1000.0])
+def test_the_chosen_effort_is_the_largest_that_fits(budget):
+    plan = choose_plan(AVX512_BF16, AVX512_COSTS, budget)
+    ratios = [encode_ratio(AVX512_COSTS, "bfloat16", steps) for steps in EFFORT_STEPS]
+    assert ratios[plan.auto_effort] <= budget
+    assert plan.auto_effort == len(EFFORT_STEPS) - 1 or ratios[plan.auto_effort + 1] > budget
+
+
+def test_detect_reports_what_torch_reports():
+    machine = detect("cpu")
+    assert machine.capability == torch.backends.cpu.get_cpu_capability()
+    assert machine.native_bf16 == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert machine.cores == torch.get_num_threads()
+    assert machine.capability in machine.describe() and str(machine.cores) in machine.describe()
+
+
+def test_measure_times_each_pass_it_is_given():
+    calls: list[str] = []
+
+    def searcher(name: str):
+        def with_grad(grad: bool):
+            def decode(latents: torch.Tensor) -> torch.Tensor:
+                calls.append(f"{name} {'step' if grad else 'score'} {latents.shape[-1]}")
+                return latents.repeat_interleave(8, -1).repeat_interleave(8, -2)[:, :3]
+
+            return decode
+
+        return with_grad
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return images[:, :, ::8, ::8].repeat(1, 2, 1, 1)[:, :4]
+
+    costs = measure(encode, {"float32": searcher("f"), "bfloat16": searcher("b")}, size=128)
+    assert set(costs.step) == set(costs.score) == {"float32", "bfloat16"}
+    assert costs.encode > 0 and all(v > 0 for v in [*costs.step.values(), *costs.score.values()])
+    assert calls == [f"{n} {k} {w}" for n in "fb" for k in ("step", "score") for w in (8, 16)]
+
+
+def test_a_codec_measures_its_plan_once_and_searches_in_its_precision():
+    model = tiny_taesd()
+    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model)
+    plan = codec.plan
+    assert codec.plan is plan and plan.machine == detect("cpu")
+    assert str(codec.search_decoder.dtype) == f"torch.{plan.search_dtype}"
+    assert getattr(torch, plan.search_dtype) in search_dtypes(plan.machine, torch.float32)
+
+
+def test_compress_hands_back_no_image_from_a_search_in_another_precision():
+    model = tiny_taesd()
+    pinned = choose_plan(AVX512_BF16, AVX512_COSTS)
+    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=pinned)
+    assert codec.search_decoder.dtype == torch.bfloat16
+    image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
+    encoded = codec.compress(image, quality=50, effort=1)
+    assert encoded.image is None and codec.decode(encoded.data).size == (64, 48)
+    assert np.asarray(codec.decode(encoded.data)).std() > 0
