@@ -422,11 +422,6 @@ class Nginx(HttpEndpoint):
         """Stop nginx (SIGTERM: fast shutdown)."""
         _terminate(self.process)
 
-    def access_log(self) -> str:
-        """The access log so far."""
-        path = self.folder / "access.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
 
 def _terminate(process: subprocess.Popen | None) -> None:
     if process is None or process.poll() is not None:
