@@ -10,7 +10,7 @@ from flask import Flask
 
 from codec import Codec
 
-from . import api, errors, health, media, openapi, pages, security
+from . import api, errors, health, media, openapi, pages, previews, security
 from .cache import ByteLRU
 from .ingest import InMemoryRequest
 from .metrics import Metrics
@@ -61,6 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(previews.bp)
     return app
 
 

@@ -50,7 +50,7 @@ def png(image_id: str) -> Response:
         response.cache_control.public = True
         response.cache_control.no_cache = True
         return response
-    return _immutable(response)
+    return immutable(response)
 
 
 def png_url(image_id: str, width: int | None = None, *, external: bool = False) -> str:
@@ -77,10 +77,11 @@ def latent(image_id: str) -> Response:
         etag=f"{record.id}-sdz",
         max_age=ONE_YEAR,
     )
-    return _immutable(response)
+    return immutable(response)
 
 
-def _immutable(response: Response) -> Response:
+def immutable(response: Response) -> Response:
+    """`response` marked cacheable by anyone for a year, never revalidated."""
     response.cache_control.public = True
     response.cache_control.max_age = ONE_YEAR
     response.cache_control.immutable = True

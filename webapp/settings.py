@@ -37,6 +37,7 @@ class Settings:
     render_batch: int = 8
     decode_timeout: float = 30.0
     warm_on_start: bool = True
+    previews: bool = True
     encode_queue: int = 16
     upload_wait: float = 20.0
     bind: str = "127.0.0.1:8000"
@@ -70,6 +71,9 @@ class Settings:
             warm_on_start=parse_flag(
                 "LATENT_GALLERY_WARM_ON_START", environ.get("LATENT_GALLERY_WARM_ON_START", "1")
             ),
+            previews=parse_flag(
+                "LATENT_GALLERY_PREVIEWS", environ.get("LATENT_GALLERY_PREVIEWS", "1")
+            ),
             encode_queue=number("ENCODE_QUEUE", d.encode_queue),
             upload_wait=number("UPLOAD_WAIT", d.upload_wait, float),
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
@@ -94,6 +98,7 @@ class Settings:
             "RENDER_BATCH": self.render_batch,
             "DECODE_TIMEOUT": self.decode_timeout,
             "WARM_ON_START": self.warm_on_start,
+            "PREVIEWS": self.previews,
             "ENCODE_QUEUE": self.encode_queue,
             "UPLOAD_WAIT": self.upload_wait,
             "DATABASE_URL": self.database_url,

@@ -1,0 +1,77 @@
+"""Fit the preview map (`codec.preview`) for the configured encoder's latent space on photos.
+
+    python -m codec.fit_preview --images DIR_OR_FILE [...] [--out FILE]
+
+The encoder comes from `LATENT_GALLERY_ENCODER` (and the correction, if one applies, from
+`LATENT_GALLERY_DECODER` and `LATENT_GALLERY_CORRECTION`). Each photo (and a half-size copy) is
+encoded as an upload is, corrected and coded at the default quality, and the map is fitted by
+least squares from the dequantized latent to the photo box-downsampled to the latent's size.
+Exit status: 0, 2 on a usage error, 1 on any other error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CodecError
+from .pipeline import Codec
+from .preview import PREVIEWS, fit_preview, save_preview
+from .train_correction import photo_paths, training_pairs
+
+
+def stored_pairs(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dequantized latent as a file stores it, photo box-downsampled to its size) per picture."""
+    scale = codec.encoder.space.downscale
+    pairs = []
+    for latent, pixels in training_pairs(paths, codec.encoder, 1):
+        height, width = pixels.shape[1:]
+        data = codec.pack(codec.correct(latent.numpy()), width, height)
+        target = torch.nn.functional.avg_pool2d(pixels[None], scale)[0]
+        pairs.append((codec.unpack(data)[1], target.numpy()))
+    return pairs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m codec.fit_preview`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m codec.fit_preview", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--images", type=Path, nargs="+", required=True,
+                        help="photos, or folders of photos, to fit on")  # fmt: skip
+    parser.add_argument("--out", type=Path, help=f"default: {PREVIEWS}/<space>.safetensors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Encode the photos, fit the map, and write it."""
+    args = build_parser().parse_args(argv)
+    paths = photo_paths(args.images)
+    if not paths:
+        print("error: no images found in --images", file=sys.stderr)
+        return 2
+    try:
+        codec = Codec.from_env()
+        pairs = stored_pairs(codec, paths)
+        preview = fit_preview(codec.encoder.space, pairs)
+    except (CodecError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out = args.out or PREVIEWS / f"{preview.space}.safetensors"
+    notes = (
+        f"{len(pairs)} pictures (photos and half-size copies), encoder "
+        f"{codec.encoder.family} {codec.encoder.encoder_fingerprint.hex()}, "
+        f"correction {'on' if codec.correction is not None else 'off'}"
+    )
+    save_preview(preview, out, notes)
+    print(f"wrote {out}: {notes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Previews (`/i/<id>.preview.png`): the latent mapped to RGB, one pixel a latent position.
+
+Made from the stored latent file alone by `codec.preview` (dequantize, a 3×4 matrix and a bias):
+no model, so a page's placeholders appear at once, also while the decoder is busy or not
+loaded. A latent in a space with no shipped map gets 404 rather than wrong colours.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, request
+
+from codec.preview import preview_of_file
+
+from .media import immutable
+from .png import encode_png
+from .storage import get_record_or_404, get_store
+
+bp = Blueprint("previews", __name__)
+
+
+@bp.get("/i/<image_id>.preview.png", endpoint="preview")
+def preview(image_id: str) -> Response:
+    """The image's preview PNG (1/8 of its size), cached for good; 304 on `If-None-Match`."""
+    record = get_record_or_404(image_id)
+    etag = f"{record.id}-preview"
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        try:
+            image = preview_of_file(get_store().read_latent(record.id))
+        except FileNotFoundError:
+            abort(404, "This image was just deleted.")
+        if image is None:
+            abort(404, "No preview map is shipped for this image's latent space.")
+        response = Response(encode_png(image), mimetype="image/png")
+    response.set_etag(etag)
+    return immutable(response)
