@@ -198,6 +198,18 @@ def test_upload_rate_limit_is_429_with_retry_after(make_app):
     assert metric(client, "latent_gallery_rejected_requests_total", 'reason="rate_limit"') == 1
 
 
+@pytest.mark.parametrize("hops", [0, 1])
+def test_the_rate_limit_counts_the_forwarded_client_only_behind_trusted_proxies(make_app, hops):
+    client = make_app(UPLOAD_RATE=(1, 60.0), TRUSTED_PROXIES=hops).test_client()
+
+    def status(address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        return post_images(client, (b"x", "a.png"), headers=headers).status_code
+
+    assert [status("192.0.2.1"), status("192.0.2.1")] == [400, 429]
+    assert status("192.0.2.2") == (429 if hops == 0 else 400)
+
+
 def test_errors_are_json_under_api_and_html_elsewhere(client):
     api = client.put("/api/images")
     assert api.status_code == 405 and api.is_json
