@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,18 @@ def test_migrations_upgrade_once_and_are_required(backend, tmp_path, request):
     assert store.metadata.revision() == head
     store.prepare()
     store.metadata.require_current()
+
+
+def test_nodes_upgrading_at_once_take_turns(backend, tmp_path, request):
+    if backend.name == "s3+postgresql":
+        fresh = request.getfixturevalue("postgres").create_database(f"e{secrets.token_hex(8)}")
+        backend = Backend(backend.name, fresh, backend.storage)
+    stores = [backend.open(tmp_path / "data") for _ in range(4)]
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(lambda store: store.metadata.upgrade(), stores))
+    for store in stores:
+        store.metadata.require_current()
+        store.metadata.close()
 
 
 def test_an_unmigrated_postgres_stops_the_app_naming_the_command(postgres, make_app):

@@ -27,6 +27,7 @@ from .blobs import StorageFullError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DISK_FULL_SQLSTATE = "53100"
+MIGRATION_LOCK = 0x6C67_6D69  # PostgreSQL advisory lock key of `upgrade` ("lgmi")
 
 schema = sa.MetaData()
 images = sa.Table(
@@ -114,8 +115,11 @@ class MetadataStore:
     # Schema
 
     def upgrade(self) -> None:
-        """Run the Alembic migrations up to the newest (a SQLite file is kept mode 0600)."""
+        """Run the Alembic migrations up to the newest (a SQLite file is kept mode 0600).
+        Nodes upgrading at once take turns: SQLite's write lock, or a PostgreSQL advisory lock."""
         with self._write() as connection:
+            if not self.is_sqlite:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
