@@ -11,7 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import metric, png_bytes, post_images, snapshot, wait_until
+from codec import Codec, CodecSettings
+from tests.conftest import metric, png_bytes, post_images, snapshot, wait_idle, wait_until
+from tests.tiny_models import tiny_taesd
 from webapp import uploads
 from webapp.render import get_renderer
 from webapp.settings import Settings
@@ -205,3 +207,21 @@ def test_no_js_form_with_an_upload_still_encoding_goes_to_the_gallery(make_app):
     assert response.status_code == 303 and response.headers["Location"] == "/"
     page = client.get("/").get_data(as_text=True)
     assert "a.png is still being encoded" in page
+
+
+@pytest.mark.parametrize("effort", ["0", "1"])
+def test_an_upload_renders_from_the_encoders_own_reconstruction_when_it_made_one(make_app, effort):
+    """No decode after an upload whose encode decoded its latent anyway (refinement in the
+    decoder's precision); one background decode (warming) otherwise."""
+    model = tiny_taesd()
+    codec = Codec(CodecSettings(effort=effort), encoder=model, decoder=model)
+    content = png_bytes(64, 48, seed=8)
+    reconstruction = codec.compress(codec.open(content)).image
+    assert effort != "0" or reconstruction is None  # effort 0 runs no decode
+    app = make_app(CODEC=codec)
+    client = app.test_client()
+    image = post_images(client, (content, "a.png")).get_json()["images"][0]
+    wait_idle(app)
+    assert metric(client, "latent_gallery_decodes_total") == (0 if reconstruction else 1)
+    png = client.get(f"/i/{image['id']}.png")
+    assert png.status_code == 200 and png.data == client.get(f"/i/{image['id']}.png").data

@@ -34,7 +34,8 @@ class InMemoryRequest(Request):
 
 
 def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[ImageRecord, str]:
-    """Decode, encode and store one uploaded file as `image_id`; warm its renders.
+    """Decode, encode and store one uploaded file as `image_id`; its renders come from the
+    encode's own reconstruction when it made one (no decode), else are warmed in the background.
 
     Runs on the encode thread (`webapp.uploads`), in an app context. Returns the record and its
     delete key; raises `BadRequest` for a file that is not an acceptable image (its description
@@ -44,12 +45,12 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
     codec = renderer.require_codec()
     try:
         image = codec.open(data)
-        latent = codec.encode(image)
+        encoded = codec.compress(image)
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
     try:
         record, key = get_store().add(
-            latent,
+            encoded.data,
             image_id=image_id,
             width=image.width,
             height=image.height,
@@ -60,5 +61,8 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
         log.error("disk full, %s not stored: %s", filename, exc)
         raise InsufficientStorage() from None
     current_app.extensions["latent_gallery.metrics"].uploads.inc()
-    renderer.warm(record.id, record.width)
+    if encoded.image is not None:
+        renderer.put_decoded(record.id, encoded.image)
+    else:
+        renderer.warm(record.id, record.width)
     return record, key
