@@ -146,7 +146,7 @@ class Renderer:
         pass; returns at once."""
         _, leader = self._decodes.claim(image_id)
         if leader:
-            self._pool.submit(self._store, image_id, image)
+            self._on_pool(partial(self._decodes.fail, image_id), self._store, image_id, image)
         self.warm(image_id, image.width)
 
     def forget(self, image_id: str) -> None:
@@ -185,7 +185,7 @@ class Renderer:
             return
         full = self.cache.get((image_id, None)) if width is not None else None
         if full is not None:
-            self._pool.submit(self._make_thumbnail, key, full)
+            self._on_pool(partial(self._renders.fail, key), self._make_thumbnail, key, full)
             return
         self._decode(image_id, priority).add_done_callback(partial(self._finish, key))
 
@@ -232,7 +232,9 @@ class Renderer:
         if error is not None:
             self._decodes.fail(image_id, error)
         else:
-            self._pool.submit(self._store, image_id, job.result())
+            self._on_pool(
+                partial(self._decodes.fail, image_id), self._store, image_id, job.result()
+            )
 
     def _store(self, image_id: str, pixels: torch.Tensor | Image.Image) -> None:
         """Cache the full-size PNG of decoded pixels and settle the image's decode."""
@@ -255,7 +257,16 @@ class Renderer:
         elif key[1] is None:
             self._renders.resolve(key, decode.result().png)
         else:
-            self._pool.submit(self._make_thumbnail, key, decode.result().image)
+            image = decode.result().image
+            self._on_pool(partial(self._renders.fail, key), self._make_thumbnail, key, image)
+
+    def _on_pool(self, fail: Callable[[BaseException], None], task: Callable, *args) -> None:
+        """Run `task(*args)` on the PNG pool; once the pool is shut down (the renderer is
+        closing), `fail` with why instead."""
+        try:
+            self._pool.submit(task, *args)
+        except RuntimeError:
+            fail(ModelUnavailableError("the render service is shutting down"))
 
     def _make_thumbnail(self, key: Key, full: Image.Image | bytes) -> None:
         """Render a thumbnail from the full-size image (or its PNG), cache it, settle it."""
