@@ -4,10 +4,10 @@ One thread is the only caller of the decoder. Jobs wait in a bounded queue with 
 priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
 takes the first job, waits up to `BATCH_WINDOW_S` for up to `batch` more of at least its
-priority (a visitor's job never waits behind a background batch it did not join), groups them
-by latent shape and runs one `codec.decode_latents` pass per group of at most `BATCH_PIXELS`.
-A job whose deadline passed while it waited fails with `DeadlineError` instead; background
-jobs have none. A full queue refuses new jobs with `QueueFullError`.
+priority (background work never lengthens a visitor's pass), groups them by latent shape and
+runs one `codec.decode_latents` pass per group of at most `BATCH_PIXELS`. A job whose deadline
+passed while it waited fails with `DeadlineError` instead; background jobs have none. A full
+queue refuses new jobs with `QueueFullError`.
 """
 
 from __future__ import annotations
