@@ -74,7 +74,7 @@ def test_a_visitor_moves_the_background_decode_it_joins_ahead(gallery):
     assert decoded == [64, 80, 72]
 
 
-def test_a_visitor_job_is_not_batched_with_background_work_queued_before_it(tiny_codec):
+def test_background_work_goes_one_latent_a_pass_after_the_visitors(tiny_codec):
     latents = {w: tiny_codec.unpack(tiny_codec.encode(png_bytes(64, 48, seed=w))) for w in (1, 2)}
     batcher = DecodeBatcher(lambda: tiny_codec, Metrics(), queue_size=4, batch=8)
     done: list[str] = []
@@ -82,14 +82,16 @@ def test_a_visitor_job_is_not_batched_with_background_work_queued_before_it(tiny
         with tiny_codec.decoder._lock:
             blocker = batcher.submit(*latents[1], Priority.BACKGROUND, None)
             wait_until(lambda: batcher.decoding == 1)
-            late = batcher.submit(*latents[1], Priority.BACKGROUND, None)
-            first = batcher.submit(*latents[2], Priority.INTERACTIVE, float("inf"))
-            for name, job in (("background", late), ("interactive", first)):
-                job.future.add_done_callback(lambda _, name=name: done.append(name))
-        for job in (blocker, late, first):
+            late = [batcher.submit(*latents[1], Priority.BACKGROUND, None) for _ in range(2)]
+            first = [batcher.submit(*latents[2], Priority.INTERACTIVE, float("inf"))]
+            first.append(batcher.submit(*latents[2], Priority.INTERACTIVE, float("inf")))
+            for name, jobs in (("background", late), ("interactive", first)):
+                for job in jobs:
+                    job.future.add_done_callback(lambda _, name=name: done.append(name))
+        for job in (blocker, *late, *first):
             assert job.future.result(timeout=30).shape == (3, 48, 64)
     finally:
         batcher.close(timeout=30)
-    assert done == ["interactive", "background"]
+    assert done == ["interactive"] * 2 + ["background"] * 2
     samples = {s.name: s.value for s in batcher.metrics.batch_size.collect()[0].samples}
-    assert samples["latent_gallery_decode_batch_size_count"] == 3  # three passes of one latent
+    assert samples["latent_gallery_decode_batch_size_count"] == 4  # [blocker] [2 visitors] [1] [1]

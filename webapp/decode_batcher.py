@@ -3,11 +3,12 @@
 One thread is the only caller of the decoder. Jobs wait in a bounded queue with two
 priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
-takes the first job, waits up to `BATCH_WINDOW_S` for up to `batch` more of at least its
-priority (background work never lengthens a visitor's pass), groups them by latent shape and
-runs one `codec.decode_latents` pass per group of at most `BATCH_PIXELS`. A job whose deadline
-passed while it waited fails with `DeadlineError` instead; background jobs have none. A full
-queue refuses new jobs with `QueueFullError`.
+takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` more, groups
+them by latent shape and runs one `codec.decode_latents` pass per group of at most
+`BATCH_PIXELS`. Background jobs go one per pass, when no visitor waits: background work never
+lengthens a visitor's pass, and a visitor who arrives waits for at most one background decode.
+A job whose deadline passed while it waited fails with `DeadlineError` instead; background
+jobs have none. A full queue refuses new jobs with `QueueFullError`.
 """
 
 from __future__ import annotations
@@ -92,17 +93,19 @@ class JobQueue:
                 job.priority = Priority.INTERACTIVE
 
     def take(self, most: int, window: float) -> list[DecodeJob] | None:
-        """The next batch: the first job by priority, then up to `most` in all of at least its
-        priority that are queued within `window` seconds; None once closed."""
+        """The next batch: the first interactive job and up to `most` in all that are queued
+        within `window` seconds, or else one background job; None once closed."""
         with self._ready:
             while not self._closed and not len(self):
                 self._ready.wait()
             if self._closed:
                 return None
             batch = [self._pop(Priority.BACKGROUND)]
+            if batch[0].priority is Priority.BACKGROUND:
+                return batch
             end = time.monotonic() + window
             while len(batch) < most and not self._closed:
-                job = self._pop(batch[0].priority)
+                job = self._pop(Priority.INTERACTIVE)
                 if job is not None:
                     batch.append(job)
                     continue
