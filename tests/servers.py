@@ -355,7 +355,7 @@ class Redis:
     @classmethod
     def missing(cls) -> str | None:
         """Why no server can be started here, or None."""
-        if shutil.which(cls.BINARY) is None:
+        if binary(cls.BINARY) is None:
             return f"{cls.BINARY} is not installed (apt-get install redis-server)"
         return None
 
@@ -366,8 +366,8 @@ class Redis:
 
     def start(self) -> Redis:
         """Start and wait until it listens."""
-        command = [self.BINARY, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                   "--appendonly", "no", "--dir", str(self.log.parent)]  # fmt: skip
+        command = [binary(self.BINARY), "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--save", "", "--appendonly", "no", "--dir", str(self.log.parent)]  # fmt: skip
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -397,7 +397,7 @@ class Nginx(HttpEndpoint):
     @classmethod
     def missing(cls) -> str | None:
         """Why nginx cannot be started here, or None."""
-        if shutil.which(cls.BINARY) is None:
+        if binary(cls.BINARY) is None:
             return f"{cls.BINARY} is not installed (apt-get install nginx)"
         return None
 
@@ -409,8 +409,8 @@ class Nginx(HttpEndpoint):
         servers = "".join(f"server {node} max_fails=1 fail_timeout=10s;\n" for node in self.nodes)
         (self.folder / "gallery-nodes.conf").write_text(servers)
         (self.folder / "gallery-listen.conf").write_text(f"listen 127.0.0.1:{self.port};\n")
-        command = [self.BINARY, "-p", f"{self.folder}/", "-c", str(config), "-e", str(self.log),
-                   "-g", "daemon off;"]  # fmt: skip
+        command = [binary(self.BINARY), "-p", f"{self.folder}/", "-c", str(config),
+                   "-e", str(self.log), "-g", "daemon off;"]  # fmt: skip
         with (self.folder / "nginx.out").open("ab") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -421,6 +421,11 @@ class Nginx(HttpEndpoint):
     def stop(self) -> None:
         """Stop nginx (SIGTERM: fast shutdown)."""
         _terminate(self.process)
+
+
+def binary(name: str) -> str | None:
+    """The path of the program `name` on PATH or in /usr/sbin (Debian's nginx), or None."""
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
 
 
 def _terminate(process: subprocess.Popen | None) -> None:
