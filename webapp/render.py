@@ -146,7 +146,8 @@ class Renderer:
         pass; returns at once."""
         _, leader = self._decodes.claim(image_id)
         if leader:
-            self._on_pool(partial(self._decodes.fail, image_id), self._store, image_id, image)
+            copy = image.convert("RGB")  # the caller may go on using its image
+            self._on_pool(partial(self._decodes.fail, image_id), self._store, image_id, copy)
         self.warm(image_id, image.width)
 
     def forget(self, image_id: str) -> None:
