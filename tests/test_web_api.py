@@ -12,6 +12,7 @@ from PIL import Image
 from werkzeug.exceptions import MethodNotAllowed
 
 from tests.conftest import encode, metric, noise, png_bytes, post_images, snapshot, upload
+from tests.servers import free_port
 from webapp.render import get_renderer
 
 IMAGE_FIELDS = {
@@ -196,6 +197,13 @@ def test_upload_rate_limit_is_429_with_retry_after(make_app):
     assert 1 <= int(response.headers["Retry-After"]) <= 60  # a moving window of 60 s
     assert response.get_json()["error"]["status"] == 429
     assert metric(client, "latent_gallery_rejected_requests_total", 'reason="rate_limit"') == 1
+
+
+def test_uploads_are_not_refused_while_the_rate_limit_store_is_unreachable(make_app, caplog):
+    app = make_app(UPLOAD_RATE=(1, 60.0), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    for _ in range(2):
+        assert post_images(app.test_client(), (b"x", "a.png")).status_code == 400
+    assert "upload rate limit not applied" in caplog.text
 
 
 @pytest.mark.parametrize("hops", [0, 1])

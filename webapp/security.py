@@ -13,6 +13,7 @@ credentials to abuse (nothing here is authenticated by cookie; deletes need the
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -21,6 +22,7 @@ from flask import Flask, Response, current_app, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -30,6 +32,9 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 KEY_PREFIX = "latent_gallery"
 UPLOAD_SCOPE = "uploads"
+REDIS_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 def csrf_token() -> str:
@@ -58,12 +63,18 @@ def limit_uploads() -> None:
     `REDIS_URL` is set) or raise 429 with `Retry-After`.
 
     The client is `request.remote_addr`: the real client address when `TRUSTED_PROXIES`
-    matches the proxies in front (see `init_app`).
+    matches the proxies in front (see `init_app`). While Redis cannot be reached the upload is
+    let through (logged): the bounded encode queue still caps the work, and an outage of the
+    limiter's store does not stop every upload.
     """
     limiter: Limiter = current_app.extensions["latent_gallery.upload_limiter"]
     rate: RateLimitItem = current_app.extensions["latent_gallery.upload_rate"]
     key = (KEY_PREFIX, UPLOAD_SCOPE, request.remote_addr or "unknown")
-    if limiter.limiter.hit(rate, *key):
+    try:
+        if limiter.limiter.hit(rate, *key):
+            return
+    except StorageError as error:
+        log.warning("upload rate limit not applied, its store is unreachable: %s", error)
         return
     current_app.extensions["latent_gallery.metrics"].rejected.labels("rate_limit").inc()
     reset = limiter.limiter.get_window_stats(rate, *key).reset_time
@@ -95,6 +106,10 @@ def init_app(app: Flask) -> None:
         get_remote_address,
         app=app,
         storage_uri=app.config["REDIS_URL"] or "memory://",
+        storage_options={
+            "wrap_exceptions": True,
+            **({"socket_timeout": REDIS_TIMEOUT_S} if app.config["REDIS_URL"] else {}),
+        },
         strategy="moving-window",
     )
     app.before_request(check_csrf)
