@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from codec import Codec, CodecSettings
 from codec.errors import ModelLoadError
+from codec.fit_preview import main as fit_main
 from codec.preview import (
     PreviewMap,
     features,
@@ -27,6 +28,7 @@ from codec.spaces import SD1, SDXL
 from tests.conftest import png_bytes, upload
 from tests.tiny_models import tiny_taesd
 from webapp.render import get_renderer
+from webapp.settings import Settings
 
 
 def random_map(seed: int = 0) -> PreviewMap:
@@ -154,3 +156,23 @@ def test_preview_of_an_image_in_another_space_is_a_clear_404(make_app):
     assert response.status_code == 404
     assert "latent space" in response.get_data(as_text=True)
     assert client.get("/i/nosuchimage.preview.png").status_code == 404
+
+
+def test_previews_setting_reads_a_flag_and_names_itself_when_bad():
+    assert Settings.from_env({}).previews is True
+    assert Settings.from_env({"LATENT_GALLERY_PREVIEWS": "0"}).app_config()["PREVIEWS"] is False
+    with pytest.raises(ValueError, match="LATENT_GALLERY_PREVIEWS='sometimes'"):
+        Settings.from_env({"LATENT_GALLERY_PREVIEWS": "sometimes"})
+
+
+@pytest.mark.usefixtures("env")
+def test_fit_command_writes_a_map_for_the_encoders_space(tmp_path: Path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(2):
+        (photos / f"{seed}.png").write_bytes(png_bytes(64, 48, seed))
+    out = tmp_path / "maps" / "sd1.safetensors"
+    assert fit_main(["--images", str(photos), "--out", str(out)]) == 0
+    assert "4 pictures" in capsys.readouterr().out  # two photos and their half-size copies
+    assert preview_for(SD1, out.parent).channels == 4
+    assert fit_main(["--images", str(tmp_path / "maps")]) == 2  # no images there
