@@ -72,6 +72,7 @@
     }
     grid.insertAdjacentHTML("afterbegin", await response.text());
     htmx.process(grid.firstElementChild);
+    return grid.firstElementChild;
   }
 
   // 201: stored, its card goes in. 202: still encoding, its "encoding…" card goes in and polls
@@ -89,19 +90,23 @@
     } else {
       localStorage.setItem(keyName(image.id), image.delete_key);
     }
+    let card;
     try {
       const url = job ? UPLOAD_CARD_URL + job.id : CARD_URL + encodeURIComponent(image.id);
-      await insertCard(grid, url);
+      card = await insertCard(grid, url);
     } catch (error) {
       setRow(row, "error", error.message, 1);
       return;
     }
-    if (!job) {
+    if (job) {
+      cardLoaded(card); // it may already be the image, or the failure
+    } else {
       setRow(row, "done", `Done · stored in ${formatBytes(image.latent_bytes)}`, 1);
     }
   }
 
-  // A card htmx swapped in: an upload's image card (keep its delete key) or its failure.
+  // A card htmx swapped in: an upload's image card (keep its delete key) or its failure
+  // (shown in its row, and the card removed).
   function cardLoaded(card) {
     const jobId = card.dataset?.uploadJob;
     const row = jobId && document.querySelector(`.upload-item[data-job="${CSS.escape(jobId)}"]`);
@@ -113,6 +118,7 @@
     }
     if (card.dataset.state === "error") {
       setRow(row, "error", card.querySelector(".card-placeholder").textContent, 1);
+      card.remove(); // the row shows why; the grid keeps only images
     } else {
       setRow(row, "done", `Done · stored in ${card.querySelector(".card-size").textContent}`, 1);
     }
