@@ -1,11 +1,11 @@
 """Previews from the latent alone: each latent position mapped to an RGB pixel, no model.
 
 An SD latent at 1/8 scale is already a small picture. A fixed map of each position's
-features to RGB gives a recognisable 1/8-scale image in about a millisecond: the features are
+features to RGB gives a recognisable 1/8-scale image in milliseconds: the features are
 the 3×3 neighbourhood of every channel (edge-replicated at the borders) and the products of
 channel pairs at the position, and the map is a (3, features) matrix plus a bias, fitted once
 by least squares (`codec.fit_preview`) on photos against their box-downsampled pixels. On
-Kodak (held out) it scores 3.9 dB above a plain 4→3 linear map of each position.
+Kodak (held out) it scores 24.7 dB at 1/8 scale, 3.8 dB above a plain linear 4→3 map.
 
 A map belongs to one latent space: its file records the space's name and channel count, and
 `preview_for` gives a latent of any other space no map rather than a wrong one. Shipped maps
