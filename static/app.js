@@ -105,8 +105,8 @@
     }
   }
 
-  // A card htmx swapped in: an upload's image card (keep its delete key) or its failure
-  // (shown in its row, and the card removed).
+  // An upload's card, inserted or swapped in by htmx: still encoding, the image's card (keep
+  // its delete key), or the failure (shown in its row, and the card removed).
   function cardLoaded(card) {
     const jobId = card.dataset?.uploadJob;
     const row = jobId && document.querySelector(`.upload-item[data-job="${CSS.escape(jobId)}"]`);
