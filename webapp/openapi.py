@@ -274,9 +274,17 @@ SPEC: dict[str, Any] = {
                         "in": "query",
                         "schema": {"type": "integer", "enum": list(THUMB_WIDTHS)},
                     },
+                    {
+                        "name": "v",
+                        "in": "query",
+                        "description": "The decoder version the URL names (as in `png_url`); "
+                        "without it the PNG is served for revalidation (`no-cache`).",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
                     "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
+                    "302": {"description": "`v` is another decoder's: Location is the current."},
                     "304": {"description": "Not modified (If-None-Match matched the ETag)."},
                     "400": {"description": "`w` is not an allowed width."},
                     "404": {"description": "No image has this id."},
