@@ -131,9 +131,9 @@ def test_migrations_upgrade_once_and_are_required(backend, tmp_path, request):
 
 
 def test_nodes_upgrading_at_once_take_turns(backend, tmp_path, request):
-    if backend.name == "s3+postgresql":
+    if backend.name == "s3+postgresql":  # without turns they would wait on each other: give up
         fresh = request.getfixturevalue("postgres").create_database(f"e{secrets.token_hex(8)}")
-        backend = Backend(backend.name, fresh, backend.storage)
+        backend = Backend(backend.name, f"{fresh}?options=-c%20lock_timeout%3D30s", backend.storage)
     stores = [backend.open(tmp_path / "data") for _ in range(4)]
     with ThreadPoolExecutor(len(stores)) as pool:
         list(pool.map(lambda store: store.metadata.upgrade(), stores))
