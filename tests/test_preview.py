@@ -139,6 +139,14 @@ def test_preview_endpoint_serves_a_small_png_without_decoding(make_app):
     )
     assert again.status_code == 304
     assert settled_decodes(app) == before
+    cache = app.extensions["latent_gallery.cache"]
+    assert cache.get((image["id"], "preview")) == response.data
+    deleted = app.test_client().delete(  # an API client: no browser session, no CSRF token
+        f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]}
+    )
+    assert deleted.status_code == 204
+    assert cache.get((image["id"], "preview")) is None
+    assert client.get(f"/i/{image['id']}.preview.png").status_code == 404
 
 
 def test_previews_off_leaves_them_out_of_the_pages(make_app):

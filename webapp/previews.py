@@ -2,12 +2,13 @@
 
 Made from the stored latent file alone by `codec.preview` (dequantize, a 3×4 matrix and a bias):
 no model, so a page's placeholders appear at once, also while the decoder is busy or not
-loaded. A latent in a space with no shipped map gets 404 rather than wrong colours.
+loaded. The PNG is kept in the render cache (under `(id, "preview")`, dropped with the image's
+renders on delete). A latent in a space with no shipped map gets 404 rather than wrong colours.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, current_app, request
 
 from codec.preview import preview_of_file
 
@@ -26,12 +27,23 @@ def preview(image_id: str) -> Response:
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
+        response = Response(preview_png(record.id), mimetype="image/png")
+    response.set_etag(etag)
+    return immutable(response)
+
+
+def preview_png(image_id: str) -> bytes:
+    """The preview PNG of a stored image, from the render cache or made and cached (404 if the
+    latent file is gone or no map serves its space)."""
+    cache, key = current_app.extensions["latent_gallery.cache"], (image_id, "preview")
+    png = cache.get(key)
+    if png is None:
         try:
-            image = preview_of_file(get_store().read_latent(record.id))
+            image = preview_of_file(get_store().read_latent(image_id))
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
         if image is None:
             abort(404, "No preview map is shipped for this image's latent space.")
-        response = Response(encode_png(image), mimetype="image/png")
-    response.set_etag(etag)
-    return immutable(response)
+        png = encode_png(image)
+        cache.put(key, png)
+    return png
