@@ -113,43 +113,32 @@ def refine(
     is returned, as `decoder` (the search model) scores and decodes it.
     """
     with decoder.exclusive():
-        return _refine(images, latents, decoder, method, quality, steps, lr)
-
-
-def _refine(
-    images: torch.Tensor,
-    latents: np.ndarray,
-    decoder: LatentAutoencoder,
-    method: QuantizationMethod,
-    quality: int,
-    steps: int,
-    lr: float,
-) -> Refined:
-    target = images.to(decoder.device, torch.float32)
-    start = np.array(latents, dtype=np.float32, copy=True)
-    exact = dequantizer(method, quality)
-    searched, scored, decoded = [start], [], []
-    if steps:
-        approximate = dequantizer(method, quality, exact=False)
-        start_mse, start_image, later = _search(
-            start, target, decoder, (exact, approximate), steps, lr
+        target = images.to(decoder.device, torch.float32)
+        start = np.array(latents, dtype=np.float32, copy=True)
+        exact = dequantizer(method, quality)
+        searched, scored, decoded = [start], [], []
+        if steps:
+            approximate = dequantizer(method, quality, exact=False)
+            start_mse, start_image, later = _search(
+                start, target, decoder, (exact, approximate), steps, lr
+            )
+            searched, scored, decoded = [start, *later], [start_mse], [start_image]
+        with torch.no_grad():
+            pending = np.concatenate(searched[len(scored) :])
+            candidates = torch.from_numpy(np.stack([exact(z) for z in pending]))
+            out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
+        out = _crop(out, target)
+        mse = _mse(out, target.repeat(len(searched) - len(scored), 1, 1, 1))
+        scores = np.concatenate([*scored, mse]).reshape(len(searched), -1)
+        pictures = torch.cat([*decoded, out.cpu()])
+        pictures = pictures.reshape(len(searched), len(start), *out.shape[1:])
+        winner = scores.argmin(axis=0)
+        rows = range(len(start))
+        return Refined(
+            latents=np.stack([searched[w][i] for i, w in zip(rows, winner, strict=True)]),
+            psnr=-10 * np.log10(np.maximum(scores.min(axis=0), 1e-12)),
+            images=torch.stack([pictures[w, i] for i, w in zip(rows, winner, strict=True)]),
         )
-        searched, scored, decoded = [start, *later], [start_mse], [start_image]
-    with torch.no_grad():
-        pending = np.concatenate(searched[len(scored) :])
-        candidates = torch.from_numpy(np.stack([exact(z) for z in pending]))
-        out = decoder.decode_differentiable(candidates.to(decoder.device, decoder.dtype))
-    out = _crop(out, target)
-    mse = _mse(out, target.repeat(len(searched) - len(scored), 1, 1, 1))
-    scores = np.concatenate([*scored, mse]).reshape(len(searched), -1)
-    pictures = torch.cat([*decoded, out.cpu()]).reshape(len(searched), len(start), *out.shape[1:])
-    winner = scores.argmin(axis=0)
-    rows = range(len(start))
-    return Refined(
-        latents=np.stack([searched[w][i] for i, w in zip(rows, winner, strict=True)]),
-        psnr=-10 * np.log10(np.maximum(scores.min(axis=0), 1e-12)),
-        images=torch.stack([pictures[w, i] for i, w in zip(rows, winner, strict=True)]),
-    )
 
 
 def _crop(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

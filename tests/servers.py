@@ -212,6 +212,19 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+def spawn(
+    command: list[str], log: Path, port: int, name: str, errors: Path | None = None
+) -> subprocess.Popen:
+    """Start a server in its own session, its output appended to `log`, and wait until it
+    listens on `port` (a failure quotes `errors`, default `log`)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    wait_for_port(port, process, name, errors or log)
+    return process
+
+
 def wait_for_port(port: int, process: subprocess.Popen, name: str, log: Path) -> None:
     """Wait until something accepts connections on 127.0.0.1:`port`; fail if `process` dies."""
     deadline = time.monotonic() + START_S
@@ -311,11 +324,7 @@ class MotoS3:
     def start(self) -> MotoS3:
         """Start and wait until it listens."""
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for_port(self.port, self.process, "moto_server", self.log)
+        self.process = spawn(command, self.log, self.port, "moto_server")
         return self
 
     def stop(self) -> None:
@@ -368,11 +377,7 @@ class Redis:
         """Start and wait until it listens."""
         command = [binary(self.BINARY), "--bind", "127.0.0.1", "--port", str(self.port),
                    "--save", "", "--appendonly", "no", "--dir", str(self.log.parent)]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for_port(self.port, self.process, self.BINARY, self.log)
+        self.process = spawn(command, self.log, self.port, self.BINARY)
         return self
 
     def stop(self) -> None:
@@ -411,11 +416,7 @@ class Nginx(HttpEndpoint):
         (self.folder / "gallery-listen.conf").write_text(f"listen 127.0.0.1:{self.port};\n")
         command = [binary(self.BINARY), "-p", f"{self.folder}/", "-c", str(config),
                    "-e", str(self.log), "-g", "daemon off;"]  # fmt: skip
-        with (self.folder / "nginx.out").open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for_port(self.port, self.process, self.BINARY, self.log)
+        self.process = spawn(command, self.folder / "nginx.out", self.port, self.BINARY, self.log)
         return self
 
     def stop(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from .cache import ByteLRU
 from .decode_batcher import DecodeBatcher, DecodeJob, Priority
 from .metrics import Metrics
 from .model_host import ModelHost
+from .per_process import per_process, pop_own
 from .png import decode_png, encode_png, thumbnail, thumbnail_widths
 from .singleflight import SingleFlight
 from .unavailable import DeadlineError, ModelUnavailableError, RenderUnavailable
@@ -47,7 +47,6 @@ from .unavailable import DeadlineError, ModelUnavailableError, RenderUnavailable
 log = logging.getLogger(__name__)
 
 _EXTENSION = "latent_gallery.renderer"
-_create_lock = threading.Lock()
 
 Key = tuple[str, int | None]  # (image id, thumbnail width or None for full size)
 
@@ -286,28 +285,26 @@ def get_renderer(app: Flask | None = None) -> Renderer:
     """This process's renderer for the app, created (and the models loaded) on first use; a
     forked child makes its own."""
     app = app or current_app._get_current_object()
-    entry = app.extensions.get(_EXTENSION)
-    if entry is None or entry[0] != os.getpid():
-        with _create_lock:
-            entry = app.extensions.get(_EXTENSION)
-            if entry is None or entry[0] != os.getpid():
-                renderer = Renderer(
-                    ModelHost(app.config["CODEC_FACTORY"]),
-                    app.extensions["latent_gallery.store"].read_latent,
-                    app.extensions["latent_gallery.cache"],
-                    app.extensions["latent_gallery.metrics"],
-                    queue_size=app.config["RENDER_QUEUE"],
-                    batch=app.config["RENDER_BATCH"],
-                    timeout=app.config["DECODE_TIMEOUT"],
-                )
-                entry = app.extensions[_EXTENSION] = (os.getpid(), renderer)
-                with contextlib.suppress(ModelUnavailableError):  # logged, kept for /healthz
-                    renderer.require_codec()
-    return entry[1]
+
+    def create() -> Renderer:
+        renderer = Renderer(
+            ModelHost(app.config["CODEC_FACTORY"]),
+            app.extensions["latent_gallery.store"].read_latent,
+            app.extensions["latent_gallery.cache"],
+            app.extensions["latent_gallery.metrics"],
+            queue_size=app.config["RENDER_QUEUE"],
+            batch=app.config["RENDER_BATCH"],
+            timeout=app.config["DECODE_TIMEOUT"],
+        )
+        with contextlib.suppress(ModelUnavailableError):  # logged, kept for /healthz
+            renderer.require_codec()
+        return renderer
+
+    return per_process(app, _EXTENSION, create)
 
 
 def close_renderer(app: Flask) -> None:
     """Stop the app's renderer if this process started one."""
-    entry = app.extensions.pop(_EXTENSION, None)
-    if entry is not None and entry[0] == os.getpid():
-        entry[1].close()
+    renderer = pop_own(app, _EXTENSION)
+    if renderer is not None:
+        renderer.close()

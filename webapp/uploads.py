@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import queue
 import secrets
 import threading
@@ -40,6 +39,7 @@ from werkzeug.exceptions import (
 )
 
 from .ingest import encode_and_store
+from .per_process import per_process, pop_own
 from .render import get_renderer
 from .storage import ImageRecord, get_store, is_valid_id
 
@@ -54,7 +54,6 @@ NOT_STORED = (
     "was stored from it (the server may have restarted while it was encoding, or the image was "
     "deleted since). Send the file again."
 )
-_create_lock = threading.Lock()
 _key_lock = threading.Lock()
 
 
@@ -219,18 +218,11 @@ def get_uploads(app: Flask | None = None) -> UploadQueue:
     """This process's upload queue for the app, created on first use (a forked child makes
     its own)."""
     app = app or current_app._get_current_object()
-    entry = app.extensions.get(_EXTENSION)
-    if entry is None or entry[0] != os.getpid():
-        with _create_lock:
-            entry = app.extensions.get(_EXTENSION)
-            if entry is None or entry[0] != os.getpid():
-                service = UploadQueue(app, app.config["ENCODE_QUEUE"])
-                entry = app.extensions[_EXTENSION] = (os.getpid(), service)
-    return entry[1]
+    return per_process(app, _EXTENSION, lambda: UploadQueue(app, app.config["ENCODE_QUEUE"]))
 
 
 def close_uploads(app: Flask) -> None:
     """Finish the app's accepted uploads (up to `DECODE_TIMEOUT`) if this process has any."""
-    entry = app.extensions.pop(_EXTENSION, None)
-    if entry is not None and entry[0] == os.getpid():
-        entry[1].close(app.config["DECODE_TIMEOUT"])
+    uploads = pop_own(app, _EXTENSION)
+    if uploads is not None:
+        uploads.close(app.config["DECODE_TIMEOUT"])
