@@ -306,6 +306,18 @@ SPEC: dict[str, Any] = {
                 },
             },
         },
+        "/i/{image_id}.preview.png": {
+            "parameters": [_ID_PARAM],
+            "get": {
+                "operationId": "getPreview",
+                "summary": "The preview: the latent mapped to RGB at 1/8 size, with no model.",
+                "responses": {
+                    "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
+                    "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                    "404": {"description": "No image has this id, or no map for its space."},
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
