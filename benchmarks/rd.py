@@ -58,6 +58,7 @@ PROBE_IMAGES = 4
 MAX_MISS = 0.25  # drop a target whose mean rate misses it by more than this fraction
 
 
+HAND_WRITTEN = "\n<!-- Hand-written below this line: benchmarks.rd keeps it. -->\n"
 Pending = tuple[dict, Image.Image, Image.Image]
 """A result row without its quality metrics, the reference image and the decoded image."""
 
@@ -314,8 +315,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     report.plot(
         points, docs / "rd.png", f"Kodak ({len(photos)} images), TAESD latents vs image codecs"
     )
-    (docs / "BENCHMARKS.md").write_text(
+    page = docs / "BENCHMARKS.md"
+    kept = page.read_text().partition(HAND_WRITTEN)[2] if page.exists() else ""
+    page.write_text(
         markdown(points, bd, anchor_table, args, command, len(photos))
+        + (HAND_WRITTEN + kept if kept else "")
     )
     print(f"\nwrote {args.out / 'rd.csv'}, {docs / 'rd.png'}, {docs / 'BENCHMARKS.md'}")
 
