@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 
 
+@cache
 def machine(device: str = "cpu") -> str:
     """What a benchmark's speed figures were measured on (CPU class or GPU), for its header
     line and the `machine` column of its CSV."""

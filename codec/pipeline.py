@@ -17,7 +17,7 @@ from .correction import LatentCorrection, correction_for
 from .errors import LatentSpaceMismatchError
 from .hardware import Plan, choose_plan, detect, measure, search_dtypes
 from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
-from .methods import get_method, method_by_id
+from .methods import dequantize, get_method
 from .models import LatentAutoencoder, load_autoencoder
 from .rate_control import largest_fitting, psnr, smallest_reaching
 from .refine import refine, resolve_effort, steps_for
@@ -147,7 +147,7 @@ class Codec:
     @property
     def plan(self) -> Plan:
         """How this machine encodes (search precision, what `auto` effort means): measured once
-        on the loaded models (`codec.hardware`), under a second on a CPU, and logged."""
+        on the loaded models (`codec.hardware`; a few seconds on a 2-core CPU), and logged."""
         with self._plan_lock:
             if self._plan is None:
                 machine = detect(self.decoder.device)
@@ -302,10 +302,7 @@ class Codec:
     def unpack(self, data: bytes) -> tuple[LatentFile, np.ndarray]:
         """Parse a latent file and dequantize its latent (`LatentFileError` if it is bad)."""
         header = LatentFile.from_bytes(data)
-        latent = method_by_id(header.method_id).decompress(
-            header.params, header.payload, header.latent_shape
-        )
-        return header, latent
+        return header, dequantize(header)
 
     def decode(self, data: bytes) -> Image.Image:
         """The image of a latent file."""

@@ -28,7 +28,7 @@ from .atomic import atomic_write
 from .container import LatentFile
 from .correction import WEIGHTS
 from .errors import ModelLoadError
-from .methods import method_by_id
+from .methods import dequantize
 from .spaces import LatentSpace
 
 PREVIEWS = WEIGHTS / "preview"
@@ -145,7 +145,4 @@ def preview_of_file(data: bytes) -> Image.Image | None:
     preview = shipped_preview(header.space)
     if preview is None:
         return None
-    method = method_by_id(header.method_id)
-    return preview.image(
-        header, method.decompress(header.params, header.payload, header.latent_shape)
-    )
+    return preview.image(header, dequantize(header))

@@ -56,6 +56,10 @@ class Settings:
         def number(name: str, default: float, kind: type = int) -> Any:
             return env_number(environ, f"LATENT_GALLERY_{name}", default, kind)
 
+        def flag(name: str, default: bool) -> bool:
+            raw = environ.get(f"LATENT_GALLERY_{name}")
+            return default if raw is None else parse_flag(f"LATENT_GALLERY_{name}", raw)
+
         return cls(
             codec=CodecSettings.from_env(environ),
             data=Path(environ.get("LATENT_GALLERY_DATA", str(d.data))),
@@ -68,12 +72,8 @@ class Settings:
             render_queue=number("QUEUE", d.render_queue),
             render_batch=number("BATCH", d.render_batch),
             decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
-            warm_on_start=parse_flag(
-                "LATENT_GALLERY_WARM_ON_START", environ.get("LATENT_GALLERY_WARM_ON_START", "1")
-            ),
-            previews=parse_flag(
-                "LATENT_GALLERY_PREVIEWS", environ.get("LATENT_GALLERY_PREVIEWS", "1")
-            ),
+            warm_on_start=flag("WARM_ON_START", d.warm_on_start),
+            previews=flag("PREVIEWS", d.previews),
             encode_queue=number("ENCODE_QUEUE", d.encode_queue),
             upload_wait=number("UPLOAD_WAIT", d.upload_wait, float),
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
@@ -88,7 +88,6 @@ class Settings:
     def app_config(self) -> dict[str, Any]:
         """The web app's part, as `app.config` keys."""
         return {
-            "SETTINGS": self,
             "DATA": self.data,
             "CACHE_BYTES": self.cache_bytes,
             "MAX_CONTENT_LENGTH": self.max_upload_bytes,

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import LatentFileError
 from .base import Compressed, QuantizationMethod
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..container import LatentFile
 
 _METHODS: dict[str, QuantizationMethod] = {}
 
@@ -28,6 +35,12 @@ def method_by_id(method_id: int) -> QuantizationMethod:
         if method.id == method_id:
             return method
     raise LatentFileError(f"unknown method id {method_id}")
+
+
+def dequantize(header: LatentFile) -> np.ndarray:
+    """The latent a parsed file holds, dequantized by the method its header names."""
+    method = method_by_id(header.method_id)
+    return method.decompress(header.params, header.payload, header.latent_shape)
 
 
 def method_names() -> list[str]:
