@@ -8,6 +8,10 @@
   const UPLOAD_CARD_URL = "/fragments/uploads/";
   const PARALLEL_UPLOADS = 2;
   const UPLOAD_TIMEOUT_MS = 180000;
+  // A render the server could not finish in time answers 503; its decode goes on and is cached,
+  // so the page asks again, after 1, 2, 4… s (the last wait about a minute after the first).
+  const RENDER_RETRIES = 6;
+  const RENDER_RETRY_MS = 1000;
 
   const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
   const keyName = (imageId) => `lg-delete-${imageId}`;
@@ -212,6 +216,36 @@
     });
   }
 
+  // Images marked `data-retry` (renders) that failed to load are requested again with backoff:
+  // setting `src` again, even to the same URL, makes the browser fetch the image anew.
+  function retryLater(img) {
+    const tries = Number(img.dataset.tries ?? 0);
+    if (tries >= RENDER_RETRIES) {
+      return;
+    }
+    img.dataset.tries = String(tries + 1);
+    setTimeout(() => img.setAttribute("src", img.getAttribute("src")), RENDER_RETRY_MS * 2 ** tries);
+  }
+
+  function initRenderRetries() {
+    // `error` does not bubble: listen in the capture phase, for every image, present or future.
+    document.addEventListener(
+      "error",
+      (event) => {
+        if (event.target instanceof HTMLImageElement && event.target.matches("img[data-retry]")) {
+          retryLater(event.target);
+        }
+      },
+      true,
+    );
+    // Renders that failed before this script ran.
+    for (const img of document.querySelectorAll("img[data-retry]")) {
+      if (img.complete && img.getAttribute("src") && !img.naturalWidth) {
+        retryLater(img);
+      }
+    }
+  }
+
   function flashButton(button, text) {
     const original = button.textContent;
     button.textContent = text;
@@ -267,6 +301,7 @@
     });
   }
 
+  initRenderRetries();
   saveRenderedKeys();
   document.body.addEventListener("htmx:load", (event) => cardLoaded(event.detail.elt));
   initUpload();

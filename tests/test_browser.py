@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.servers import Gunicorn
 from tests.shared import kodak_path, missing, taesd_path
@@ -35,6 +36,11 @@ THUMBNAILS_LOADED = (
     ".every(i => i.complete && i.naturalWidth)"
 )
 PICTURE_LOADED = "() => document.getElementById('picture').naturalWidth > 0"
+CARD_LOADED = (
+    "(id) => { const img = document.querySelector(`#card-${id} img:not(.preview)`);"
+    " return img && img.complete && img.naturalWidth > 0; }"
+)
+RENDERS = re.compile(r"/i/[^/.]+\.png")  # full sizes and thumbnails, not previews
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +52,22 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A gunicorn serving the app on a free 127.0.0.1 port; its base URL."""
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """A gunicorn serving the app on a free 127.0.0.1 port."""
     weights = str(taesd_path())
     tmp_path = tmp_path_factory.mktemp("server")
     env = {"LATENT_GALLERY_ENCODER": weights, "LATENT_GALLERY_DECODER": weights}
     server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", env)
     try:
-        yield server.start(timeout=SERVER_START_S).url
+        yield server.start(timeout=SERVER_START_S)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(gunicorn: Gunicorn) -> str:
+    """The gunicorn's base URL."""
+    return gunicorn.url
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +155,29 @@ def test_upload_errors_are_shown_per_file(browser: Browser, server: str, tmp_pat
     expect(rows.filter(has_text="notes.jpg")).to_contain_text("Not an acceptable image")
     expect(rows.filter(has_text="huge.png")).to_contain_text("Too large")
     expect(cards).to_have_count(before)
+
+
+def test_refused_renders_are_asked_for_again(browser: Browser, gunicorn: Gunicorn) -> None:
+    """A render answered 503 (its decode passed the deadline) is fetched again until it loads,
+    on the gallery and on the image page."""
+    name = "kodim05.png"
+    image = gunicorn.stored(*gunicorn.upload(kodak_path(name).read_bytes(), name))
+    refused: list[str] = []
+    fetched: list[str] = []
+
+    def refuse_first(route: Route) -> None:
+        url = route.request.url
+        if url in refused:
+            fetched.append(url)
+            route.continue_()
+        else:
+            refused.append(url)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, body="busy")
+
+    page = new_page(browser)
+    page.route(RENDERS, refuse_first)
+    page.goto(f"{gunicorn.url}/")
+    page.wait_for_function(CARD_LOADED, arg=image["id"])
+    page.goto(f"{gunicorn.url}/i/{image['id']}")
+    page.wait_for_function(PICTURE_LOADED)
+    assert len(refused) >= 2 and set(refused) <= set(fetched)
