@@ -13,7 +13,7 @@ from tests.servers import Gunicorn
 from webapp.png import encode_png, rendered_bytes, thumbnail
 from webapp.render import get_renderer
 from webapp.settings import Settings
-from webapp.warmup import warm_newest_page
+from webapp.warmup import warm_newest_page, warm_previews
 
 DECODES = "latent_gallery_decodes_total"
 
@@ -57,6 +57,18 @@ def test_the_newest_page_is_warmed_as_far_as_the_cache_holds_it(make_app):
     assert metric(client, DECODES) == 3  # only the oldest needed a decode
 
 
+def test_the_newest_page_s_previews_are_cached_without_a_model(make_app):
+    ids = stored(make_app, (64, 48), (80, 48))
+    app = make_app()
+    client = app.test_client()
+    cache = app.extensions["latent_gallery.cache"]
+    assert warm_previews(app) == ids[::-1]
+    for image_id in ids:
+        cached = cache.get((image_id, "preview"))
+        assert cached and client.get(f"/i/{image_id}.preview.png").data == cached
+    assert metric(client, DECODES) == 0
+
+
 def test_warm_on_start_is_a_flag():
     assert Settings.from_env({}).warm_on_start is True
     assert Settings.from_env({"LATENT_GALLERY_WARM_ON_START": "off"}).warm_on_start is False
@@ -74,6 +86,7 @@ def test_a_started_gunicorn_decodes_the_newest_page_before_anyone_asks(env, make
             assert status == 200 and Image.open(io.BytesIO(body)).size == (256, 160)
         assert decodes(server) == 2
         assert "warming the newest 2 images" in server.logs()
+        assert "previews of the newest 2 images cached" in server.logs()
     finally:
         server.stop()
 

@@ -1,7 +1,9 @@
 """After a start, warm the newest gallery page: the first visitor finds it decoded.
 
-`start(app)` runs in the serving process (gunicorn's `post_worker_init`, never the master): it
-loads the models in a background thread and, once they are loaded, queues the newest
+`start(app)` runs in the serving process (gunicorn's `post_worker_init`, never the master).
+First, in a thread of their own, the newest page's previews (no model, a fraction of a second
+each) go into the render cache, so that a first visitor's placeholders come from it. Beside
+that it loads the models in a background thread and, once they are loaded, queues the newest
 `PAGE_SIZE` images (full size and thumbnails) at BACKGROUND priority, newest first, as many as
 the PNG cache can hold (`png.rendered_bytes`). A visitor's own requests go ahead of them, and
 one for an image still queued here moves it up. `LATENT_GALLERY_WARM_ON_START=0` turns it off.
@@ -13,9 +15,11 @@ import logging
 import threading
 
 from flask import Flask
+from werkzeug.exceptions import NotFound
 
 from .pages import PAGE_SIZE
 from .png import rendered_bytes
+from .previews import preview_png
 from .render import get_renderer
 from .storage import get_store
 
@@ -23,8 +27,27 @@ log = logging.getLogger(__name__)
 
 
 def start(app: Flask) -> None:
-    """Load the models in the background, then warm the newest page if the app says so."""
+    """Load the models in the background, then warm the newest page if the app says so; its
+    previews first, beside the model load."""
+    if app.config["WARM_ON_START"] and app.config["PREVIEWS"]:
+        threading.Thread(target=warm_previews, args=(app,), name="previews", daemon=True).start()
     threading.Thread(target=_load_and_warm, args=(app,), name="warm-up", daemon=True).start()
+
+
+def warm_previews(app: Flask) -> list[str]:
+    """Put the newest page's previews in the render cache; the ids done (an image deleted
+    meanwhile, or in a space no preview map serves, is skipped)."""
+    done = []
+    with app.app_context():
+        records, _ = get_store().list_images(PAGE_SIZE)
+        for record in records:
+            try:
+                preview_png(record.id)
+            except NotFound:
+                continue
+            done.append(record.id)
+    log.info("previews of the newest %d images cached", len(done))
+    return done
 
 
 def warm_newest_page(app: Flask) -> list[str]:
