@@ -36,9 +36,12 @@ even on a loaded CPU; the 202 path is tested with its own, shorter wait."""
 
 @pytest.fixture(scope="session")
 def tiny_codec() -> Codec:
-    """The codec's default method on a tiny random TAESD: fast, no downloads, no ../shared."""
+    """The codec's default method on a tiny random TAESD: fast, no downloads, no ../shared.
+
+    Effort 0, not `auto`: what `auto` means is measured on the machine and its load, so a test
+    of the web app would otherwise refine (and skip a decode) on some runs only."""
     model = tiny_taesd()
-    return Codec(CodecSettings(), encoder=model, decoder=model)
+    return Codec(CodecSettings(effort="0"), encoder=model, decoder=model)
 
 
 @pytest.fixture(scope="session")
