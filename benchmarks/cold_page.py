@@ -31,32 +31,34 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWPORT = {"width": 1280, "height": 900}
 TIMEOUT_MS = 600_000
 # A function, not an expression: Playwright evals a bare expression, which the page's CSP
-# refuses. Once every image matching the selector that is in view has loaded or failed: how
-# many there are and how many failed (a 503 under overload), else null.
-ALL_IN_VIEW_DONE = """(selector) => {
+# refuses. Once every image matching the selector that is in view has loaded: how many there
+# are, else null. (A render refused with 503 is asked for again by the page: it counts once
+# loaded.)
+ALL_IN_VIEW_LOADED = """(selector) => {
   const inView = [...document.querySelectorAll(selector)].filter((img) => {
     const r = img.getBoundingClientRect();
     return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;
   });
-  if (!inView.length || !inView.every((img) => img.complete)) return null;
-  return {count: inView.length, failed: inView.filter((img) => !img.naturalWidth).length};
+  if (!inView.length || !inView.every((img) => img.complete && img.naturalWidth)) return null;
+  return inView.length;
 }"""
 FINALS = "#grid .card img:not(.preview)"
 PLACEHOLDERS = "#grid .card img.preview"
 
 
-def seconds_until(page: Page, selector: str, start: float) -> tuple[float, dict[str, int]]:
-    """Seconds from `start` until every `selector` image in view has loaded or failed, and
-    their count and failures."""
-    done = page.wait_for_function(ALL_IN_VIEW_DONE, arg=selector, polling=50, timeout=TIMEOUT_MS)
+def seconds_until(page: Page, selector: str, start: float) -> tuple[float, int]:
+    """Seconds from `start` until every `selector` image in view has loaded, and their count."""
+    done = page.wait_for_function(ALL_IN_VIEW_LOADED, arg=selector, polling=50, timeout=TIMEOUT_MS)
     return time.perf_counter() - start, done.json_value()
 
 
 def open_gallery(browser, url: str, previews: bool, shots: Path | None) -> dict[str, float]:
-    """Open `url` in a fresh browser context; the times to placeholders and to finals, and how
-    many thumbnails were in view and failed."""
+    """Open `url` in a fresh browser context; the times to placeholders and to finals, how
+    many thumbnails were in view, and how many answers were 503 (then asked for again)."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
+    refused = []
+    page.on("response", lambda response: response.status == 503 and refused.append(response.url))
     try:
         start = time.perf_counter()
         page.goto(url, wait_until="commit")
@@ -68,7 +70,7 @@ def open_gallery(browser, url: str, previews: bool, shots: Path | None) -> dict[
         times["final"], finals = seconds_until(page, FINALS, start)
         if previews and shots:
             page.screenshot(path=shots / "cold-2-final.png")
-        return {**times, "in view": finals["count"], "failed": finals["failed"]}
+        return {**times, "in view": finals, "refused": len(refused)}
     finally:
         context.close()
 
@@ -126,12 +128,12 @@ def main() -> None:
             browser.close()
     print(f"machine: {detect('cpu').describe()}; {os.cpu_count()} CPUs online")
     print(f"{len(photos)} photos stored, viewport {VIEWPORT['width']}x{VIEWPORT['height']}")
-    print(f"{'page':<20} {'in view':>7} {'placeholders s':>15} {'final s':>8} {'failed':>6}")
+    print(f"{'page':<20} {'in view':>7} {'placeholders s':>15} {'final s':>8} {'503s':>6}")
     for name, times in rows:
         shown = f"{times['placeholders']:.2f}" if "placeholders" in times else "—"
         print(
             f"{name:<20} {times['in view']:>7} {shown:>15} {times['final']:>8.2f} "
-            f"{times['failed']:>6}"
+            f"{times['refused']:>6}"
         )
 
 
