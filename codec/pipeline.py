@@ -38,7 +38,8 @@ class Encoded:
     image: Image.Image | None
     """What `Codec.decode(data)` renders, from the decode the refinement search ended with;
     None when the encode ran no such decode (effort 0) or decoded on a twin of another
-    precision than the decoder's (bfloat16 on a CPU), whose pixels could differ."""
+    precision than the decoder's (bfloat16 on a CPU), whose pixels could differ, or on a proxy
+    (whose images are not the decoder's)."""
 
 
 class Codec:
@@ -76,6 +77,7 @@ class Codec:
         self._plan_lock = threading.Lock()
         self._plan = plan
         self._search: LatentAutoencoder | None = None
+        self._proxy: LatentAutoencoder | None = None
 
     @classmethod
     def from_env(cls) -> Codec:
@@ -155,9 +157,16 @@ class Codec:
                     str(dtype).removeprefix("torch."): self.decoder.twin(dtype)
                     for dtype in search_dtypes(machine, self.decoder.dtype)
                 }
-                costs = measure(self.encoder.encode, {n: _searcher(m) for n, m in twins.items()})
+                proxies = {n: m.proxy() for n, m in twins.items()}
+                proxies = {n: m for n, m in proxies.items() if m is not None}
+                costs = measure(
+                    self.encoder.encode,
+                    {n: _searcher(m) for n, m in twins.items()},
+                    {n: _searcher(m) for n, m in proxies.items()},
+                )
                 self._plan = choose_plan(machine, costs)
                 self._search = twins[self._plan.search_dtype]
+                self._proxy = proxies.get(self._plan.search_dtype)
                 log.info("encode plan: %s", self._plan.describe())
             return self._plan
 
@@ -169,6 +178,18 @@ class Codec:
             if self._search is None:
                 self._search = self.decoder.twin(getattr(torch, plan.search_dtype))
             return self._search
+
+    @property
+    def auto_search(self) -> LatentAutoencoder:
+        """The model `auto` effort searches on: the search decoder's proxy where the plan says
+        so (`plan.search`), else the search decoder."""
+        if self.plan.search != "proxy":
+            return self.search_decoder
+        search = self.search_decoder
+        with self._plan_lock:
+            if self._proxy is None:
+                self._proxy = search.proxy()
+            return self._proxy
 
     def encode(self, source: ImageSource | Image.Image, **options) -> bytes:
         """A latent file of an image (bytes, path, file object or PIL image); `compress`'s
@@ -214,16 +235,15 @@ class Codec:
         """A latent file of the RGB `image` from its float latent (`latent_of`, maybe corrected).
 
         `effort` 0..9 (or `auto`; default `settings.effort`, see `refine.resolve_effort`)
-        refines the latent for this codec's decoder. `quality`, `target_bytes` or `target_psnr`
+        refines the latent for this codec's decoder (`auto`: on `auto_search`, maybe a proxy;
+        0..9: on `search_decoder`). `quality`, `target_bytes` or `target_psnr`
         (the smallest file whose decoded PSNR reaches it) sets the rate. `tuned_for` is the
         decoder family the latent already suits (the correction's), recorded when not refined.
         """
         _check_rate(quality, target_bytes, target_psnr)
         size = (image.width, image.height)
-        effort = resolve_effort(
-            self.settings.effort if effort is None else effort, size, self.settings.tile,
-            lambda: self.plan.auto_effort,
-        )  # fmt: skip
+        requested = self.settings.effort if effort is None else effort
+        effort = resolve_effort(requested, size, self.settings.tile, lambda: self.plan.auto_effort)
         if not effort and target_psnr is None:
             data = self.pack(
                 latent, *size, method=method, quality=quality, target_bytes=target_bytes,
@@ -233,8 +253,10 @@ class Codec:
         coder = get_method(method or self.settings.method)
         pixels = image_to_tensor(image)
         decoded: dict[bytes, Image.Image] = {}
-        search = self.search_decoder if effort else self.decoder
-        exact = search.dtype == self.decoder.dtype
+        search = self.decoder
+        if effort:
+            search = self.auto_search if requested == "auto" else self.search_decoder
+        exact = search.dtype == self.decoder.dtype and search.pixel_scale == 1
 
         def file_at(q: int) -> bytes:
             if not effort:

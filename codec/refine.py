@@ -5,9 +5,11 @@ image of the *quantized* latent matches the photo. The quantizer is the method's
 the dequantized latent, `ec`'s fast approximation during the search; backward: identity, a
 straight-through estimator). The encoder's own latent, the last iterate and the best one scored
 on the way are then scored exactly after quantization and the best is kept, so refinement never
-does worse than the plain encoder on the decoder it targets. Searching and scoring run on the
-search model the caller gives: the decoder itself or its twin in the precision that
-`codec.hardware` measured fastest, held exclusively for the whole search.
+does worse than the plain encoder on the model it searches on. Searching and scoring run on the
+search model the caller gives, held exclusively for the whole search: the decoder itself, its
+twin in the precision that `codec.hardware` measured fastest, or a proxy that decodes at a
+smaller scale (`pixel_scale`), scored against the photo box-downsampled to that scale (then
+"never worse" holds as the proxy scores it, not necessarily for the decoder).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import CodecError
 from .methods import QuantizationMethod, ec
@@ -91,7 +94,8 @@ class Refined:
     psnr: np.ndarray
     images: torch.Tensor
     """`(B, 3, H, W)` float32 on the CPU, clamped to [0, 1] and cropped to the photo: the
-    search decoder's image of each chosen latent after exact quantization."""
+    search model's image of each chosen latent after exact quantization (a proxy's: at its
+    `pixel_scale`)."""
 
 
 def refine(
@@ -110,10 +114,11 @@ def refine(
     the first from the exactly quantized latent (which scores it), the others through the fast
     quantizer; the last iterate and (with two steps or more) the best one scored on the way are
     then quantized exactly and decoded in one batch. The best of these and the encoder's latent
-    is returned, as `decoder` (the search model) scores and decodes it.
+    is returned, as `decoder` (the search model) scores and decodes it: at its `pixel_scale`,
+    against `images` box-downsampled to that scale.
     """
     with decoder.exclusive():
-        target = images.to(decoder.device, torch.float32)
+        target = _shrink(images.to(decoder.device, torch.float32), decoder.pixel_scale)
         start = np.array(latents, dtype=np.float32, copy=True)
         exact = dequantizer(method, quality)
         searched, scored, decoded = [start], [], []
@@ -139,6 +144,11 @@ def refine(
             psnr=-10 * np.log10(np.maximum(scores.min(axis=0), 1e-12)),
             images=torch.stack([pictures[w, i] for i, w in zip(rows, winner, strict=True)]),
         )
+
+
+def _shrink(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """Images box-downsampled `scale` times (a trailing odd row or column dropped)."""
+    return images if scale == 1 else F.avg_pool2d(images, scale)
 
 
 def _crop(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -33,16 +33,21 @@ H100 = Machine("cuda", "NVIDIA H100", "AVX512", True, False, 16, torch.__version
 
 # Seconds for a 768x512 image on 2-core AMD EPYC machines of each class: AVX-512 BF16 from the
 # README's measurements (a bfloat16 step and scoring pass: 2.2 s), AVX2 measured with TAESD in
-# float32; the GPU's are illustrative (a pass of a few milliseconds).
+# float32 (its half-resolution proxy: a step 0.9x and a scoring pass 0.4x the encoder's
+# forward pass); the GPU's are illustrative (a pass of a few milliseconds).
 AVX512_COSTS = Costs(encode=1.79, step={"float32": 3.4, "bfloat16": 1.3}, score={
-    "float32": 1.9, "bfloat16": 0.9})  # fmt: skip
+    "float32": 1.9, "bfloat16": 0.9}, proxy_step={"float32": 1.6, "bfloat16": 0.6},
+    proxy_score={"float32": 0.9, "bfloat16": 0.4})  # fmt: skip
 AVX2_COSTS = Costs(encode=2.8, step={"float32": 5.4}, score={"float32": 4.4})
-CUDA_COSTS = Costs(encode=0.004, step={"float16": 0.0002}, score={"float16": 0.0001})
+AVX2_PROXY_COSTS = Costs(encode=3.3, step={"float32": 7.1}, score={"float32": 2.9},
+                         proxy_step={"float32": 3.0}, proxy_score={"float32": 1.3})  # fmt: skip
+CUDA_COSTS = Costs(encode=0.004, step={"float16": 0.0002}, score={"float16": 0.0001},
+                   proxy_step={"float16": 0.0001}, proxy_score={"float16": 0.00005})  # fmt: skip
 
 
 def test_avx512_bf16_searches_in_bfloat16_one_step_within_the_budget():
     plan = choose_plan(AVX512_BF16, AVX512_COSTS)
-    assert plan.search_dtype == "bfloat16"
+    assert plan.search_dtype == "bfloat16" and plan.search == "full"
     assert EFFORT_STEPS[plan.auto_effort] == 1
     assert plan.ratio == pytest.approx(1 + (1.3 + 0.9) / 1.79) and plan.ratio <= BUDGET
 
@@ -51,7 +56,31 @@ def test_avx2_never_searches_in_bfloat16_and_stays_within_the_budget():
     assert search_dtypes(AVX2, torch.float32) == [torch.float32]
     plan = choose_plan(AVX2, AVX2_COSTS)
     assert plan.search_dtype == "float32" and plan.ratio <= BUDGET
-    assert plan.auto_effort == 0
+    assert plan.auto_effort == 0 and plan.search == "none"
+
+
+def test_avx2_takes_one_proxy_step_where_a_decoder_step_does_not_fit():
+    assert encode_ratio(AVX2_PROXY_COSTS, "float32", 1) > BUDGET
+    plan = choose_plan(AVX2, AVX2_PROXY_COSTS)
+    assert plan.search == "proxy" and plan.search_dtype == "float32"
+    assert EFFORT_STEPS[plan.auto_effort] == 1
+    assert plan.ratio == pytest.approx(1 + (3.0 + 1.3) / 3.3) and plan.ratio <= BUDGET
+    assert "half-resolution proxy" in plan.describe()
+    assert plan.as_dict()["search"] == "proxy"
+    assert plan.as_dict()["seconds"]["proxy_step"] == {"float32": 3.0}
+
+
+def test_no_search_where_not_even_a_proxy_step_fits():
+    plan = choose_plan(AVX2, AVX2_PROXY_COSTS, budget=2.0)
+    assert plan.auto_effort == 0 and plan.search == "none" and plan.ratio == 1.0
+    assert encode_ratio(AVX2_PROXY_COSTS, "float32", 1, proxy=True) > 2.0
+
+
+def test_the_decoder_is_searched_whenever_one_of_its_steps_fits():
+    for machine, costs in ((AVX512_BF16, AVX512_COSTS), (AMX, AVX512_COSTS), (H100, CUDA_COSTS)):
+        assert choose_plan(machine, costs).search == "full"
+    generous = choose_plan(AVX2, AVX2_PROXY_COSTS, budget=6.0)
+    assert generous.search == "full" and generous.auto_effort == 1
 
 
 def test_bfloat16_is_timed_only_where_native_and_only_for_a_float32_model():
@@ -76,7 +105,9 @@ def test_a_fast_gpu_gets_many_steps_and_still_fits_the_budget():
 @pytest.mark.parametrize("budget", [1.0, 2.0, 3.0, 10.0, 1000.0])
 def test_the_chosen_effort_is_the_largest_that_fits(budget):
     plan = choose_plan(AVX512_BF16, AVX512_COSTS, budget)
-    ratios = [encode_ratio(AVX512_COSTS, "bfloat16", steps) for steps in EFFORT_STEPS]
+    proxy = plan.search == "proxy"
+    ratios = [encode_ratio(AVX512_COSTS, "bfloat16", steps, proxy) for steps in EFFORT_STEPS]
+    assert plan.search == ("none" if budget == 1.0 else "proxy" if budget == 2.0 else "full")
     assert ratios[plan.auto_effort] <= budget
     assert plan.auto_effort == len(EFFORT_STEPS) - 1 or ratios[plan.auto_effort + 1] > budget
 
@@ -105,12 +136,13 @@ def test_measure_times_each_pass_it_is_given():
     def encode(images: torch.Tensor) -> torch.Tensor:
         return images[:, :, ::8, ::8].repeat(1, 2, 1, 1)[:, :4]
 
-    costs = measure(
-        encode, {"float32": searcher("f"), "bfloat16": searcher("b")}, size=128, repeats=3
-    )
+    searchers = {"float32": searcher("f"), "bfloat16": searcher("b")}
+    costs = measure(encode, searchers, {"float32": searcher("p")}, size=128, repeats=3)
     assert set(costs.step) == set(costs.score) == {"float32", "bfloat16"}
-    assert costs.encode > 0 and all(v > 0 for v in [*costs.step.values(), *costs.score.values()])
-    assert calls == [f"{n} {k} 16" for n in "fb" for k in ("step", "score") for _ in range(3)]
+    assert set(costs.proxy_step) == set(costs.proxy_score) == {"float32"}
+    timed = [*costs.step.values(), *costs.score.values(), *costs.proxy_step.values()]
+    assert costs.encode > 0 and all(v > 0 for v in timed)
+    assert calls == [f"{n} {k} 16" for n in "fbp" for k in ("step", "score") for _ in range(3)]
 
 
 def test_a_codec_measures_its_plan_once_and_searches_in_its_precision():
@@ -120,6 +152,8 @@ def test_a_codec_measures_its_plan_once_and_searches_in_its_precision():
     assert codec.plan is plan and plan.machine == detect("cpu")
     assert str(codec.search_decoder.dtype) == f"torch.{plan.search_dtype}"
     assert getattr(torch, plan.search_dtype) in search_dtypes(plan.machine, torch.float32)
+    assert set(plan.costs.proxy_step) == set(plan.costs.step)
+    assert codec.auto_search.pixel_scale == (2 if plan.search == "proxy" else 1)
 
 
 def test_compress_hands_back_no_image_from_a_search_in_another_precision():
@@ -131,3 +165,15 @@ def test_compress_hands_back_no_image_from_a_search_in_another_precision():
     encoded = codec.compress(image, quality=50, effort=1)
     assert encoded.image is None and codec.decode(encoded.data).size == (64, 48)
     assert np.asarray(codec.decode(encoded.data)).std() > 0
+
+
+def test_auto_on_a_proxy_plan_hands_back_no_image_and_explicit_efforts_search_the_decoder():
+    model = tiny_taesd()
+    pinned = choose_plan(AVX2, AVX2_PROXY_COSTS)
+    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=pinned)
+    assert codec.auto_search.pixel_scale == 2 and codec.search_decoder is codec.decoder
+    image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
+    encoded = codec.compress(image, quality=50, effort="auto")
+    assert encoded.image is None and codec.decode(encoded.data).size == (64, 48)
+    explicit = codec.compress(image, quality=50, effort=1)
+    assert explicit.image is not None and explicit.image.size == (64, 48)

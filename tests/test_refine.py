@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from codec import Codec, CodecError, CodecSettings, LatentFile
 from codec.cli import main
+from codec.hardware import Costs, choose_plan, detect
 from codec.images import image_to_tensor, tensor_to_image
 from codec.methods import get_method
 from codec.rate_control import psnr, smallest_reaching
 from codec.refine import EFFORT_STEPS, dequantizer, refine, resolve_effort, steps_for
 from codec.settings import MAX_EFFORT
 from tests.shared import kodak_path, taesd_path
-from tests.tiny_models import tiny_taesd
+from tests.tiny_models import tiny_kl, tiny_taesd
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,31 @@ def test_a_twin_is_a_channels_last_copy_in_another_precision(codec):
     assert torch.allclose(twin.decode(latents), codec.decoder.decode(latents), atol=0.05)
 
 
+def test_the_taesd_proxy_decodes_at_half_resolution_on_its_own_copy(codec):
+    proxy = codec.decoder.proxy()
+    assert proxy.pixel_scale == 2 and codec.decoder.pixel_scale == 1
+    assert proxy.dtype == codec.decoder.dtype and proxy.exclusive() is not codec.decoder.exclusive()
+    latents = torch.from_numpy(_reachable(codec, 2)[1])
+    assert codec.decoder.decode(latents).shape == (2, 3, 48, 64)
+    assert proxy.decode(latents).shape == (2, 3, 24, 32)
+    assert tiny_kl().proxy() is None
+
+
+def test_refine_on_the_proxy_scores_against_the_photo_at_half_scale(codec):
+    images, latents = _reachable(codec)
+    proxy, method = codec.decoder.proxy(), get_method("ec")
+    quantize = dequantizer(method, 50)
+    refined = refine(images, latents, proxy, method, 50, 1)
+    assert refined.images.shape == (2, 3, 24, 32)
+    for image, latent, score, picture in zip(
+        F.avg_pool2d(images, 2), refined.latents, refined.psnr, refined.images, strict=True
+    ):
+        decoded = proxy.decode(torch.from_numpy(quantize(latent))[None])[0]
+        assert torch.allclose(picture, decoded, atol=1e-4)
+        mse = (decoded - image).square().mean().item()
+        assert score == pytest.approx(-10 * np.log10(mse), abs=1e-3)
+
+
 def test_compress_hands_back_the_reconstruction_only_when_it_is_the_renders(codec):
     image = tensor_to_image(_reachable(codec, 1)[0][0])
     assert codec.compress(image, quality=50, effort=0).image is None
@@ -195,6 +222,22 @@ def test_real_taesd_refinement_beats_the_plain_encoder_after_quantization():
     scores = refine(pixels, latent[None], codec.search_decoder, method, 75, 4).psnr
     plain = refine(pixels, latent[None], codec.search_decoder, method, 75, 0).psnr
     assert scores[0] > plain[0] + 0.3
+
+
+def test_real_taesd_proxy_step_is_not_worse_than_effort_zero_by_the_decoder():
+    """`auto` on a plan that searches on the proxy (as on an AVX2 CPU): kodim23's file decodes,
+    by the real decoder, no worse than the unrefined one (effort 0), at about the same size."""
+    weights = str(taesd_path())
+    costs = Costs(encode=1.0, step={"float32": 9.0}, score={"float32": 9.0},
+                  proxy_step={"float32": 0.5}, proxy_score={"float32": 0.5})  # fmt: skip
+    plan = choose_plan(detect("cpu"), costs)
+    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"), plan=plan)
+    image = Image.open(kodak_path("kodim23.png")).convert("RGB")
+    encoded, plain = codec.compress(image, effort="auto"), codec.encode(image, effort=0)
+    assert plan.search == "proxy" and encoded.image is None
+    assert len(encoded.data) < 1.05 * len(plain)
+    decoded = codec.decode(encoded.data)
+    assert psnr(image, decoded) > psnr(image, codec.decode(plain)) - 0.05
 
 
 def test_real_taesd_one_step_refines_past_effort_zero_in_the_planned_precision():

@@ -39,12 +39,15 @@ class LatentAutoencoder:
     whole run, so it sees one precision throughout. On CUDA the model runs in fp16 and falls
     back to fp32 for good, under the lock, if fp16 ever gives a non-finite result.
     `rounded_fingerprints` are the encoder's and decoder's fingerprints at bfloat16 precision
-    (see `codec.correction`). `twin` makes a copy in another precision for searches.
+    (see `codec.correction`). `twin` makes a copy in another precision for searches, `proxy` a
+    cheaper search model where the family has one.
     """
 
     family: str = ""
     encoder_prefixes: tuple[str, ...] = ("encoder.",)
     decoder_prefixes: tuple[str, ...] = ("decoder.",)
+    pixel_scale: int = 1
+    """How many times smaller than the photo `decode_differentiable`'s images are (a proxy: 2)."""
 
     def __init__(
         self,
@@ -79,6 +82,15 @@ class LatentAutoencoder:
         CPUs with native bfloat16 kernels, and many times slower on those without."""
         if dtype == self.dtype:
             return self
+        return self._channels_last_copy(dtype)
+
+    def proxy(self) -> LatentAutoencoder | None:
+        """A search model about half as costly as the decoder whose images approximate the
+        decoder's at `pixel_scale`; None where the family has none."""
+        return None
+
+    def _channels_last_copy(self, dtype: torch.dtype) -> LatentAutoencoder:
+        """A copy of this model in `dtype` and channels-last memory, with its own lock."""
         with self._lock:
             twin = copy.copy(self)
             twin.module = copy.deepcopy(self.module).to(dtype)
