@@ -30,7 +30,7 @@ class TinyAutoencoder(LatentAutoencoder):
 
     def proxy(self) -> TinyAutoencoder:
         """A channels-last copy that decodes at half resolution: the decoder's last 2× upsample
-        is skipped and its last stage runs on the half-scale features, about 0.45× of a decoder
+        is skipped and its last stage runs on the half-scale features, about 0.4× of a decoder
         pass (forward and backward) on the 2-core AVX2 EPYC."""
         proxy = self._channels_last_copy(self.dtype)
         proxy.pixel_scale = 2
