@@ -147,8 +147,9 @@ def refine(
 
 
 def _shrink(images: torch.Tensor, scale: int) -> torch.Tensor:
-    """Images box-downsampled `scale` times (a trailing odd row or column dropped)."""
-    return images if scale == 1 else F.avg_pool2d(images, scale)
+    """Images box-downsampled `scale` times (a partial last row or column of boxes averages
+    the pixels it has)."""
+    return images if scale == 1 else F.avg_pool2d(images, scale, ceil_mode=True)
 
 
 def _crop(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,14 @@ def test_refine_on_the_proxy_scores_against_the_photo_at_half_scale(codec):
         assert score == pytest.approx(-10 * np.log10(mse), abs=1e-3)
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (13, 7)])
+def test_refine_on_the_proxy_takes_odd_sizes(codec, height, width):
+    images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    latents = np.zeros((1, 4, -(-height // 8), -(-width // 8)), np.float32)
+    refined = refine(images, latents, codec.decoder.proxy(), get_method("ec"), 50, 1)
+    assert refined.images.shape == (1, 3, -(-height // 2), -(-width // 2))
+
+
 def test_compress_hands_back_the_reconstruction_only_when_it_is_the_renders(codec):
     image = tensor_to_image(_reachable(codec, 1)[0][0])
     assert codec.compress(image, quality=50, effort=0).image is None
