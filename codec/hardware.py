@@ -205,18 +205,23 @@ def measure(
     `searchers[name](grad)` gives a function latents -> images run with autograd (`grad`,
     then the step also runs backward) or without (a scoring pass); `proxies` the same for the
     proxies. Each pass counts its fastest of `repeats` runs, so that the first run's one-time
-    kernel setup is not timed.
+    kernel setup is not timed. The runs are interleaved (every pass once, then every pass
+    again): a burst of other work on the machine then slows one run of every pass rather than
+    every run of one pass, which would skew their ratios and so the plan.
     """
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(1, 3, size, size, generator=generator)
     latents = encode(images)
-    encode_s = _fastest(lambda: encode(images), repeats)
-    tables: list[dict[str, float]] = [{}, {}, {}, {}]
-    for models, (step, score) in ((searchers, tables[:2]), (proxies or {}, tables[2:])):
+    tables: list[dict[str, float]] = [{}, {}, {}, {}, {}]
+    passes = [(tables[0], "encode", lambda: encode(images))]
+    for models, (step, score) in ((searchers, tables[1:3]), (proxies or {}, tables[3:])):
         for name, searcher in models.items():
             for grad, table in ((True, step), (False, score)):
-                table[name] = _fastest(partial(_pass(searcher(grad), grad), latents), repeats)
-    return Costs(encode_s, *tables)
+                passes.append((table, name, partial(_pass(searcher(grad), grad), latents)))
+    for _ in range(repeats):
+        for table, name, run in passes:
+            table[name] = min(table.get(name, float("inf")), _seconds(run))
+    return Costs(tables[0]["encode"], *tables[1:])
 
 
 def _pass(decode: Callable[[torch.Tensor], torch.Tensor], grad: bool) -> Callable:
@@ -234,11 +239,8 @@ def _pass(decode: Callable[[torch.Tensor], torch.Tensor], grad: bool) -> Callabl
     return run
 
 
-def _fastest(fn: Callable[[], object], repeats: int) -> float:
-    """The fewest seconds `fn()` took in `repeats` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _seconds(fn: Callable[[], object]) -> float:
+    """Seconds one call of `fn` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
