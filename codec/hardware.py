@@ -212,16 +212,17 @@ def measure(
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(1, 3, size, size, generator=generator)
     latents = encode(images)
-    tables: list[dict[str, float]] = [{}, {}, {}, {}, {}]
-    passes = [(tables[0], "encode", lambda: encode(images))]
-    for models, (step, score) in ((searchers, tables[1:3]), (proxies or {}, tables[3:])):
+    encode_s: dict[str, float] = {}
+    step, score, proxy_step, proxy_score = {}, {}, {}, {}
+    passes = [(encode_s, "encode", lambda: encode(images))]
+    for models, tables in ((searchers, (step, score)), (proxies or {}, (proxy_step, proxy_score))):
         for name, searcher in models.items():
-            for grad, table in ((True, step), (False, score)):
+            for grad, table in zip((True, False), tables, strict=True):
                 passes.append((table, name, partial(_pass(searcher(grad), grad), latents)))
     for _ in range(repeats):
         for table, name, run in passes:
             table[name] = min(table.get(name, float("inf")), _seconds(run))
-    return Costs(tables[0]["encode"], *tables[1:])
+    return Costs(encode_s["encode"], step, score, proxy_step, proxy_score)
 
 
 def _pass(decode: Callable[[torch.Tensor], torch.Tensor], grad: bool) -> Callable:
