@@ -25,16 +25,24 @@ from .preview import PREVIEWS, fit_preview, save_preview
 from .train_correction import photo_paths, training_pairs
 
 
-def stored_pairs(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(dequantized latent as a file stores it, photo box-downsampled to its size) per picture."""
-    scale = codec.encoder.space.downscale
+def stored_latents(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """(dequantized latent as a file stores it, photo pixels `(3, H, W)`) per picture: each
+    photo and a half-size copy, encoded, corrected and coded as an upload is."""
     pairs = []
     for latent, pixels in training_pairs(paths, codec.encoder, 1):
         height, width = pixels.shape[1:]
         data = codec.pack(codec.correct(latent.numpy()), width, height)
-        target = torch.nn.functional.avg_pool2d(pixels[None], scale)[0]
-        pairs.append((codec.unpack(data)[1], target.numpy()))
+        pairs.append((codec.unpack(data)[1], pixels))
     return pairs
+
+
+def stored_pairs(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dequantized latent as a file stores it, photo box-downsampled to its size) per picture."""
+    scale = codec.encoder.space.downscale
+    return [
+        (latent, torch.nn.functional.avg_pool2d(pixels[None], scale)[0].numpy())
+        for latent, pixels in stored_latents(codec, paths)
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

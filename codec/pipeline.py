@@ -22,12 +22,13 @@ from .models import LatentAutoencoder, load_autoencoder
 from .rate_control import largest_fitting, psnr, smallest_reaching
 from .refine import refine, resolve_effort, steps_for
 from .settings import CodecSettings
+from .thumbnail_decoder import thumbnail_decoder_for
 from .tiling import run_tiled
 
 ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
 DECODE_OVERLAP = 16  # latent positions shared by neighbouring decoder tiles
 log = logging.getLogger(__name__)
-_UNRESOLVED = object()  # the correction before both models are loaded
+_UNRESOLVED = object()  # the correction or thumbnail decoder before its models are loaded
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,17 @@ class Codec:
         if self.settings.tile % 64:
             raise ValueError(f"tile must be a multiple of 64 pixels, got {self.settings.tile}")
         get_method(self.settings.method)
-        if (
-            self.settings.correction not in ("auto", "off")
-            and not Path(self.settings.correction).is_file()
+        for name, value in (
+            ("CORRECTION", self.settings.correction),
+            ("THUMBNAIL_DECODER", self.settings.thumbnail_decoder),
         ):
-            raise ValueError(
-                "LATENT_GALLERY_CORRECTION must be auto, off or a correction file's path, "
-                f"got {self.settings.correction!r}"
-            )
+            if value not in ("auto", "off") and not Path(value).is_file():
+                raise ValueError(
+                    f"LATENT_GALLERY_{name} must be auto, off or a file's path, got {value!r}"
+                )
         self._encoder, self._decoder = encoder, decoder
         self._correction: LatentCorrection | object | None = _UNRESOLVED
+        self._thumbnail_decoder: LatentAutoencoder | object | None = _UNRESOLVED
         self._load_lock = threading.Lock()
         self._plan_lock = threading.Lock()
         self._plan = plan
@@ -105,9 +107,17 @@ class Codec:
             self.load()
         return self._correction
 
+    @property
+    def thumbnail_decoder(self) -> LatentAutoencoder | None:
+        """The decoder's thumbnail decoder (`codec.thumbnail_decoder`) that
+        `settings.thumbnail_decoder` names, if any: it decodes at half scale."""
+        if self._thumbnail_decoder is _UNRESOLVED:
+            self.load(encoder=False)
+        return self._thumbnail_decoder
+
     def load(self, encoder: bool = True, decoder: bool = True) -> None:
-        """Load the models now, and with both the correction (raises `ModelLoadError` naming
-        the setting to fix)."""
+        """Load the models now: with the decoder its thumbnail decoder, with both the correction
+        (raises `ModelLoadError` naming the setting to fix)."""
         with self._load_lock:
             s = self.settings
             if encoder and self._encoder is None:
@@ -120,6 +130,8 @@ class Codec:
                     self._decoder = self._encoder
                 else:
                     self._decoder = load_autoencoder(s.decoder, s.device, "LATENT_GALLERY_DECODER")
+            if decoder and self._thumbnail_decoder is _UNRESOLVED:
+                self._thumbnail_decoder = thumbnail_decoder_for(s.thumbnail_decoder, self._decoder)
             loaded = self._encoder is not None and self._decoder is not None
             if loaded and self._correction is _UNRESOLVED:
                 self._correction = correction_for(s.correction, self._encoder, self._decoder)
@@ -352,11 +364,19 @@ class Codec:
                 images[index] = tensor_to_image(pixels[row, :, : header.height, : header.width])
         return images
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images `(B, 3, 8H, 8W)` in [0, 1] of scaled latents `(B, 4, H, W)`, tiled if large."""
+    def decode_latents(self, latents: torch.Tensor, half_scale: bool = False) -> torch.Tensor:
+        """Images `(B, 3, 8H, 8W)` in [0, 1] of scaled latents `(B, 4, H, W)`, tiled if large;
+        with `half_scale`, `(B, 3, 4H, 4W)` from the thumbnail decoder (`ValueError` if
+        there is none)."""
         scale = self.decoder.space.downscale
+        model = self.thumbnail_decoder if half_scale else self.decoder
+        if model is None:
+            raise ValueError(
+                "no thumbnail decoder is loaded: set LATENT_GALLERY_THUMBNAIL_DECODER=auto with "
+                "a TAESD decoder, or decode at full scale"
+            )
         tile = self.settings.tile // scale
-        return run_tiled(self.decoder.decode, latents, tile, DECODE_OVERLAP, scale)
+        return run_tiled(model.decode, latents, tile, DECODE_OVERLAP, scale / model.pixel_scale)
 
 
 def _searcher(model: LatentAutoencoder):

@@ -24,6 +24,7 @@ class CodecSettings:
     tile: int = 1024
     method: str = DEFAULT_METHOD
     correction: str = "auto"
+    thumbnail_decoder: str = "auto"
     effort: str = "auto"
 
     def __post_init__(self) -> None:
@@ -45,6 +46,9 @@ class CodecSettings:
             tile=env_number(environ, "LATENT_GALLERY_TILE", defaults.tile),
             method=environ.get("LATENT_GALLERY_METHOD", defaults.method),
             correction=environ.get("LATENT_GALLERY_CORRECTION", defaults.correction),
+            thumbnail_decoder=environ.get(
+                "LATENT_GALLERY_THUMBNAIL_DECODER", defaults.thumbnail_decoder
+            ),
             effort=environ.get("LATENT_GALLERY_EFFORT", defaults.effort).strip().lower(),
         )
 

@@ -64,7 +64,7 @@ def test_codec_applies_the_correction_and_records_the_decoder(trained):
 
 
 def test_bad_correction_settings(tmp_path, trained):
-    with pytest.raises(ValueError, match="auto, off or a correction file"):
+    with pytest.raises(ValueError, match="CORRECTION must be auto, off or a file"):
         Codec(CodecSettings(correction="sometimes"))
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors")

@@ -4,11 +4,12 @@ One thread is the only caller of the decoder. Jobs wait in a bounded queue with 
 priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
 takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` more, groups
-them by latent shape and runs one `codec.decode_latents` pass per group of at most
-`BATCH_PIXELS`. Background jobs go one per pass, when no visitor waits: background work never
-lengthens a visitor's pass, and a visitor who arrives waits for at most one background decode.
-A job whose deadline passed while it waited fails with `DeadlineError` instead; background
-jobs have none. A full queue refuses new jobs with `QueueFullError`.
+them by latent shape and scale (full, or half on the thumbnail decoder) and runs one
+`codec.decode_latents` pass per group of at most `BATCH_PIXELS`. Background jobs go one per
+pass, when no visitor waits: background work never lengthens a visitor's pass, and a visitor
+who arrives waits for at most one background decode. A job whose deadline passed while it
+waited fails with `DeadlineError` instead; background jobs have none. A full queue refuses new
+jobs with `QueueFullError`.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ class Priority(IntEnum):
 
 @dataclass(eq=False)
 class DecodeJob:
-    """One latent to decode; `future` gets its pixels `(3, H, W)` in [0, 1], cropped."""
+    """One latent to decode; `future` gets its pixels `(3, H, W)` in [0, 1], cropped (at half
+    scale: `(3, ⌈H/2⌉, ⌈W/2⌉)`)."""
 
     header: LatentFile
     latent: np.ndarray = field(repr=False)
     priority: Priority
     deadline: float | None
+    half_scale: bool = False
     future: Future[torch.Tensor] = field(default_factory=Future, repr=False)
 
 
@@ -158,10 +161,17 @@ class DecodeBatcher:
         return len(self._queue)
 
     def submit(
-        self, header: LatentFile, latent: np.ndarray, priority: Priority, deadline: float | None
+        self,
+        header: LatentFile,
+        latent: np.ndarray,
+        priority: Priority,
+        deadline: float | None,
+        *,
+        half_scale: bool = False,
     ) -> DecodeJob:
-        """Queue a latent for decoding (`QueueFullError` if the queue is full)."""
-        job = DecodeJob(header, latent, priority, deadline)
+        """Queue a latent for decoding, at half scale on the thumbnail decoder if asked
+        (`QueueFullError` if the queue is full)."""
+        job = DecodeJob(header, latent, priority, deadline, half_scale)
         self._queue.put(job)
         return job
 
@@ -181,28 +191,31 @@ class DecodeBatcher:
 
     def _decode(self, batch: list[DecodeJob]) -> None:
         now = time.monotonic()
-        groups: dict[tuple[int, ...], list[DecodeJob]] = {}
+        groups: dict[tuple[tuple[int, ...], bool], list[DecodeJob]] = {}
         for job in batch:
             if job.deadline is not None and job.deadline < now:
                 job.future.set_exception(
                     DeadlineError("the render waited in the queue past its deadline")
                 )
             else:
-                groups.setdefault(job.latent.shape, []).append(job)
+                groups.setdefault((job.latent.shape, job.half_scale), []).append(job)
         if not groups:
             return
         codec = self._codec()
-        for shape, jobs in groups.items():
-            size = _batch_for(codec, shape)
+        for (shape, half_scale), jobs in groups.items():
+            size = _batch_for(codec, shape, half_scale)
             for i in range(0, len(jobs), size):
                 self._forward(codec, jobs[i : i + size])
 
     def _forward(self, codec: Codec, jobs: list[DecodeJob]) -> None:
-        """One decoder pass over same-shape latents; each job gets its crop or the error."""
+        """One decoder pass over same-shape, same-scale latents; each job gets its crop or the
+        error."""
         start = time.perf_counter()
         self.decoding = len(jobs)
+        half_scale = jobs[0].half_scale
         try:
-            pixels = codec.decode_latents(torch.from_numpy(np.stack([job.latent for job in jobs])))
+            latents = torch.from_numpy(np.stack([job.latent for job in jobs]))
+            pixels = codec.decode_latents(latents, half_scale)
         except Exception as exc:
             log.exception("decoding %d latents failed", len(jobs))
             for job in jobs:
@@ -213,14 +226,19 @@ class DecodeBatcher:
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.decodes.inc(len(jobs))
+        if half_scale:
+            self.metrics.half_scale_decodes.inc(len(jobs))
+        shrink = 2 if half_scale else 1
         for row, job in enumerate(jobs):
-            job.future.set_result(pixels[row, :, : job.header.height, : job.header.width])
+            height, width = -(-job.header.height // shrink), -(-job.header.width // shrink)
+            job.future.set_result(pixels[row, :, :height, :width])
 
 
-def _batch_for(codec: Codec, shape: tuple[int, ...]) -> int:
+def _batch_for(codec: Codec, shape: tuple[int, ...], half_scale: bool = False) -> int:
     """Latents of `shape` decoded in one forward pass: at most `BATCH_PIXELS` pixels of them
-    (of one tile each, for latents larger than the decoder's tile)."""
+    (of one tile each, for latents larger than the decoder's tile; a quarter as many at half
+    scale)."""
     scale = codec.decoder.space.downscale
     tile = codec.settings.tile
     pixels = min(shape[-2] * scale, tile) * min(shape[-1] * scale, tile)
-    return max(1, BATCH_PIXELS // pixels)
+    return max(1, BATCH_PIXELS // (pixels // 4 if half_scale else pixels))

@@ -14,6 +14,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.decodes = Counter("latent_gallery_decodes", "Images decoded by the model", registry=r)
+        self.half_scale_decodes = Counter(
+            "latent_gallery_half_scale_decodes",
+            "Of those, images decoded at half scale by the thumbnail decoder", registry=r,
+        )  # fmt: skip
         self.decode_seconds = Histogram(
             "latent_gallery_decode_seconds", "Seconds per decoder forward pass (one batch)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,

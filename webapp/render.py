@@ -9,11 +9,13 @@
 
 A render is served from the cache; a thumbnail whose full size is cached is resized from that
 PNG; otherwise the image's latent is decoded once (INTERACTIVE for a visitor, BACKGROUND for
-warming), its full-size PNG cached, and each width asked for made from the decoded image on a
-small pool of PNG threads, so the model never waits on zlib. `put_decoded` stores an image
-decoded elsewhere (an upload's reconstruction by the encoder) the same way, with no decoder
-pass. One renderer per process (`get_renderer`), created on first use, after gunicorn forks,
-so torch and CUDA are never touched in the master.
+warming) and each width asked for made from the decoded image on a small pool of PNG threads,
+so the model never waits on zlib. The decode is at full scale (its PNG cached as the full
+size), or, for a thumbnail no wider than half the image when the codec has a thumbnail
+decoder, at half scale for about half the work (`codec.thumbnail_decoder`). `put_decoded`
+stores an image decoded elsewhere (an upload's reconstruction by the encoder) the same way,
+with no decoder pass. One renderer per process (`get_renderer`), created on first use, after
+gunicorn forks, so torch and CUDA are never touched in the master.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import torch
 from flask import Flask, current_app
 from PIL import Image
 
-from codec import Codec, CodecError, LatentSpaceMismatchError
+from codec import Codec, CodecError, LatentFile, LatentSpaceMismatchError
 from codec.images import tensor_to_image
 
 from .cache import ByteLRU
@@ -49,14 +51,15 @@ log = logging.getLogger(__name__)
 _EXTENSION = "latent_gallery.renderer"
 
 Key = tuple[str, int | None]  # (image id, thumbnail width or None for full size)
+DecodeKey = tuple[str, bool]  # (image id, at half scale)
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image's full-size render: the image and its PNG (already cached)."""
+    """An image decoded: at full size with its PNG (already cached), or at half scale."""
 
     image: Image.Image
-    png: bytes
+    png: bytes | None
 
 
 class Renderer:
@@ -79,8 +82,9 @@ class Renderer:
         self.timeout = timeout
         self._read_latent = read_latent
         self._renders: SingleFlight[Key, bytes] = SingleFlight()
-        self._decodes: SingleFlight[str, Decoded] = SingleFlight()
-        self._queued: dict[str, DecodeJob] = {}
+        self._decodes: SingleFlight[DecodeKey, Decoded] = SingleFlight()
+        self._queued: dict[DecodeKey, DecodeJob] = {}
+        self._waits_on: dict[Key, DecodeKey] = {}
         self._lock = threading.Lock()
         self.batcher = DecodeBatcher(model.require, metrics, queue_size=queue_size, batch=batch)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-png")
@@ -96,8 +100,13 @@ class Renderer:
 
     @property
     def version(self) -> str:
-        """Identifies what a render looks like (the decoder's weights), for ETags."""
-        return self.require_codec().decoder.decoder_fingerprint.hex()
+        """Identifies what a render looks like (the decoder's and the thumbnail decoder's
+        weights), for ETags and URLs."""
+        codec = self.require_codec()
+        version = codec.decoder.decoder_fingerprint.hex()
+        if codec.thumbnail_decoder is not None:
+            version += codec.thumbnail_decoder.decoder_fingerprint.hex()[:4]
+        return version
 
     @property
     def queue_depth(self) -> int:
@@ -130,11 +139,15 @@ class Renderer:
             self.metrics.rejected.labels(exc.reason).inc()
             raise
 
-    def warm(self, image_id: str, image_width: int) -> None:
-        """Start rendering the full size and every smaller thumbnail width in the background,
-        after any visitor's renders; returns at once."""
+    def warm(
+        self, image_id: str, image_width: int, widths: Iterable[int | None] | None = None
+    ) -> None:
+        """Start rendering `widths` (None: the full size; by default it and every smaller
+        thumbnail width) in the background, after any visitor's renders; returns at once."""
+        if widths is None:
+            widths = [None, *thumbnail_widths(image_width)]
         try:
-            for width in [None, *thumbnail_widths(image_width)]:
+            for width in widths:
                 self._request(image_id, width, Priority.BACKGROUND)
         except (RenderUnavailable, OSError, CodecError) as exc:
             log.info("not warming %s: %s", image_id, exc)
@@ -143,10 +156,11 @@ class Renderer:
         """Store an image decoded elsewhere (the encoder's reconstruction of an upload) as the
         full-size render and make the thumbnails from it, in the background, with no decoder
         pass; returns at once."""
-        _, leader = self._decodes.claim(image_id)
+        _, leader = self._decodes.claim((image_id, False))
         if leader:
             copy = image.convert("RGB")  # the caller may go on using its image
-            self._on_pool(partial(self._decodes.fail, image_id), self._store, image_id, copy)
+            fail = partial(self._decodes.fail, (image_id, False))
+            self._on_pool(fail, self._store, (image_id, False), copy)
         self.warm(image_id, image.width)
 
     def forget(self, image_id: str) -> None:
@@ -170,7 +184,7 @@ class Renderer:
                 self._renders.fail(key, exc)
                 raise
         if priority is Priority.INTERACTIVE:
-            self._hurry(image_id)
+            self._hurry(key)
         if not leader:
             self.metrics.coalesced.inc()
         return future
@@ -187,70 +201,84 @@ class Renderer:
         if full is not None:
             self._on_pool(partial(self._renders.fail, key), self._make_thumbnail, key, full)
             return
-        self._decode(image_id, priority).add_done_callback(partial(self._finish, key))
+        codec = self.model.require()
+        data = self._read_latent(image_id)
+        header = LatentFile.from_bytes(data)
+        if header.space != codec.decoder.space:
+            raise LatentSpaceMismatchError(
+                f"{image_id} is in the {header.space.name} latent space, the decoder "
+                f"speaks {codec.decoder.space.name}"
+            )
+        half = (
+            width is not None and codec.thumbnail_decoder is not None and 2 * width <= header.width
+        )
+        with self._lock:
+            self._waits_on[key] = (image_id, half)
+        self._decode((image_id, half), codec, data, priority).add_done_callback(
+            partial(self._finish, key)
+        )
 
-    def _decode(self, image_id: str, priority: Priority) -> Future[Decoded]:
-        """The image's full-size render: joined to its decode, or queued for the decoder."""
-        future, leader = self._decodes.claim(image_id)
+    def _decode(
+        self, key: DecodeKey, codec: Codec, data: bytes, priority: Priority
+    ) -> Future[Decoded]:
+        """The image decoded (at half scale if `key` says so): joined to its decode, or queued
+        for the decoder."""
+        future, leader = self._decodes.claim(key)
         if not leader:
             return future
         try:
-            full = self.cache.get((image_id, None))
+            full = None if key[1] else self.cache.get((key[0], None))
             if full is not None:
-                self._decodes.resolve(image_id, Decoded(decode_png(full), full))
+                self._decodes.resolve(key, Decoded(decode_png(full), full))
                 return future
-            codec = self.model.require()
-            header, latent = codec.unpack(self._read_latent(image_id))
-            if header.space != codec.decoder.space:
-                raise LatentSpaceMismatchError(
-                    f"{image_id} is in the {header.space.name} latent space, the decoder "
-                    f"speaks {codec.decoder.space.name}"
-                )
+            header, latent = codec.unpack(data)
             interactive = priority is Priority.INTERACTIVE
             deadline = time.monotonic() + self.timeout if interactive else None
-            job = self.batcher.submit(header, latent, priority, deadline)
+            job = self.batcher.submit(header, latent, priority, deadline, half_scale=key[1])
         except Exception as exc:
-            self._decodes.fail(image_id, exc)
+            self._decodes.fail(key, exc)
             raise
         with self._lock:
-            self._queued[image_id] = job
-        job.future.add_done_callback(partial(self._decoded, image_id))
+            self._queued[key] = job
+        job.future.add_done_callback(partial(self._decoded, key))
         return future
 
-    def _hurry(self, image_id: str) -> None:
-        """A visitor waits for this image: move its queued decode ahead of background work."""
+    def _hurry(self, key: Key) -> None:
+        """A visitor waits for this render: move its queued decode ahead of background work."""
         with self._lock:
-            job = self._queued.get(image_id)
+            job = self._queued.get(self._waits_on.get(key))
         if job is not None:
             self.batcher.promote(job, time.monotonic() + self.timeout)
 
-    def _decoded(self, image_id: str, job: Future[torch.Tensor]) -> None:
+    def _decoded(self, key: DecodeKey, job: Future[torch.Tensor]) -> None:
         """On the decode thread: hand the pixels to the PNG pool."""
         with self._lock:
-            self._queued.pop(image_id, None)
+            self._queued.pop(key, None)
         error = job.exception()
         if error is not None:
-            self._decodes.fail(image_id, error)
+            self._decodes.fail(key, error)
         else:
-            self._on_pool(
-                partial(self._decodes.fail, image_id), self._store, image_id, job.result()
-            )
+            self._on_pool(partial(self._decodes.fail, key), self._store, key, job.result())
 
-    def _store(self, image_id: str, pixels: torch.Tensor | Image.Image) -> None:
-        """Cache the full-size PNG of decoded pixels and settle the image's decode."""
+    def _store(self, key: DecodeKey, pixels: torch.Tensor | Image.Image) -> None:
+        """Cache the full-size PNG of decoded pixels (not a half-scale image's), and settle the
+        decode."""
         try:
             image = pixels if isinstance(pixels, Image.Image) else tensor_to_image(pixels)
-            png = encode_png(image)
+            png = None if key[1] else encode_png(image)
         except Exception as exc:
-            log.exception("rendering %s failed", image_id)
-            self._decodes.fail(image_id, exc)
+            log.exception("rendering %s failed", key[0])
+            self._decodes.fail(key, exc)
             return
-        self.cache.put((image_id, None), png)
-        self._decodes.resolve(image_id, Decoded(image, png))
+        if png is not None:
+            self.cache.put((key[0], None), png)
+        self._decodes.resolve(key, Decoded(image, png))
 
     def _finish(self, key: Key, decode: Future[Decoded]) -> None:
         """Settle a render from its image's decode: the full size at once, a thumbnail on the
         pool."""
+        with self._lock:
+            self._waits_on.pop(key, None)
         error = decode.exception()
         if error is not None:
             self._renders.fail(key, error)

@@ -4,9 +4,10 @@
 First, in a thread of their own, the newest page's previews (no model, a fraction of a second
 each) go into the render cache, so that a first visitor's placeholders come from it. Beside
 that it loads the models in a background thread and, once they are loaded, queues the newest
-`PAGE_SIZE` images (full size and thumbnails) at BACKGROUND priority, newest first, as many as
-the PNG cache can hold (`png.rendered_bytes`). A visitor's own requests go ahead of them, and
-one for an image still queued here moves it up. `LATENT_GALLERY_WARM_ON_START=0` turns it off.
+`PAGE_SIZE` images at BACKGROUND priority, newest first, as many as the PNG cache can hold
+(`png.rendered_bytes`): the gallery's thumbnails of them all, then their full sizes and other
+widths. A visitor's own requests go ahead of them, and one for an image still queued here
+moves it up. `LATENT_GALLERY_WARM_ON_START=0` turns it off.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import threading
 from flask import Flask
 from werkzeug.exceptions import NotFound
 
-from .pages import PAGE_SIZE
-from .png import rendered_bytes
+from .pages import PAGE_SIZE, THUMB_WIDTH
+from .png import effective_width, rendered_bytes
 from .previews import preview_png
 from .render import get_renderer
 from .storage import get_store
@@ -51,19 +52,23 @@ def warm_previews(app: Flask) -> list[str]:
 
 
 def warm_newest_page(app: Flask) -> list[str]:
-    """Queue the newest page's renders that fit in the cache; the ids queued."""
+    """Queue the newest page's renders that fit in the cache, the gallery's thumbnails of all
+    of them first (with a thumbnail decoder, each a half-scale decode); the ids queued."""
     renderer = get_renderer(app)
     with app.app_context():
         records, _ = get_store().list_images(PAGE_SIZE)
-    ids, budget = [], renderer.cache.max_bytes
+    warmed, budget = [], renderer.cache.max_bytes
     for record in records:
         budget -= rendered_bytes(record.width, record.height)
         if budget < 0:
             break
+        warmed.append(record)
+    for record in warmed:
+        renderer.warm(record.id, record.width, [effective_width(record.width, THUMB_WIDTH)])
+    for record in warmed:
         renderer.warm(record.id, record.width)
-        ids.append(record.id)
-    log.info("warming the newest %d images", len(ids))
-    return ids
+    log.info("warming the newest %d images", len(warmed))
+    return [record.id for record in warmed]
 
 
 def _load_and_warm(app: Flask) -> None:

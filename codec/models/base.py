@@ -46,6 +46,8 @@ class LatentAutoencoder:
     family: str = ""
     encoder_prefixes: tuple[str, ...] = ("encoder.",)
     decoder_prefixes: tuple[str, ...] = ("decoder.",)
+    channels_last: bool = False
+    """Whether the model runs in channels-last memory (set where it was measured faster)."""
     pixel_scale: int = 1
     """How many times smaller than the photo `decode_differentiable`'s images are (a proxy: 2)."""
 
@@ -69,6 +71,8 @@ class LatentAutoencoder:
         self.device = device
         self.dtype = dtype
         self.module = module.to(device) if dtype == torch.float32 else module.to(device, dtype)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
         self._lock = threading.RLock()
 
     def exclusive(self) -> threading.RLock:
@@ -88,6 +92,16 @@ class LatentAutoencoder:
         """A search model about half as costly as the decoder whose images approximate the
         decoder's at `pixel_scale`; None where the family has none."""
         return None
+
+    def last_stage(self) -> torch.nn.Module:
+        """The decoder's layers after its last 2× upsample (shared, not copied), which a proxy
+        runs at half scale; only families with a proxy have one."""
+        raise NotImplementedError
+
+    def half_scale_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the decoder's layers before its last upsample make of latents: the last
+        stage's input, at half scale (with autograd; only families with a proxy)."""
+        raise NotImplementedError
 
     def _channels_last_copy(self, dtype: torch.dtype) -> LatentAutoencoder:
         """A copy of this model in `dtype` and channels-last memory, with its own lock."""

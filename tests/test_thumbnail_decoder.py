@@ -1,0 +1,149 @@
+"""The thumbnail decoder: fine-tuning its last stage, the file, which decoder it serves, the
+codec's half-scale decode, and how close its thumbnails come to the full decode's."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codec import Codec, CodecSettings
+from codec.errors import ModelLoadError
+from codec.images import tensor_to_image
+from codec.models import load_autoencoder
+from codec.rate_control import psnr
+from codec.thumbnail_decoder import THUMBNAIL_DECODERS, read_stage, thumbnail_decoder_for
+from codec.train_thumbnail_decoder import distillation_pairs, main, train
+from tests.conftest import metric, noise, png_bytes, upload, wait_idle
+from tests.shared import kodak_path, taesd_path
+from tests.tiny_models import tiny_taesd
+from webapp.png import thumbnail
+from webapp.render import get_renderer
+
+
+@pytest.fixture
+def tuned(env, tmp_path):
+    """A stage file tuned for a few steps for the tiny TAESD (seed 0)."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    noise(160, 128, seed=1).save(folder / "a.png")
+    noise(136, 176, seed=2).save(folder / "b.jpg")
+    out = tmp_path / "stages" / "tiny.safetensors"
+    argv = ["--images", str(folder), "--steps", "3", "--crop", "16", "--batch", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def test_tuning_writes_a_stage_for_its_decoder_only(tuned):
+    model, other = tiny_taesd(0), tiny_taesd(1)
+    assert read_stage(tuned)[1] == model.rounded_fingerprints[1].hex()
+    thumbs = thumbnail_decoder_for("auto", model, tuned.parent)
+    assert thumbs is not None and thumbs.pixel_scale == 2
+    assert thumbnail_decoder_for("auto", other, tuned.parent) is None
+    assert thumbnail_decoder_for("off", model, tuned.parent) is None
+    with pytest.raises(ModelLoadError, match="tuned for another decoder"):
+        thumbnail_decoder_for(str(tuned), other)
+    assert thumbs.decoder_fingerprint != model.decoder_fingerprint, "tuning moved nothing"
+    latents = torch.randn(1, 4, 5, 7)
+    assert thumbs.decode(latents).shape == (1, 3, 20, 28)  # half of 40 x 56
+    assert model.decode(latents).shape == (1, 3, 40, 56)  # the decoder itself is untouched
+
+
+def test_tuning_fits_the_full_decode_downsampled(env, tmp_path):
+    model = tiny_taesd(0)
+    codec = Codec(CodecSettings(correction="off"), encoder=model, decoder=model)
+    noise(96, 80, seed=3).save(tmp_path / "a.png")
+    pairs = distillation_pairs(codec, [tmp_path / "a.png"])
+
+    def error(stage: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return sum(float(torch.mean((stage(f[None])[0] - t) ** 2)) for f, t in pairs)
+
+    before = error(model.last_stage())
+    stage = train(pairs, model, steps=30, batch=2, crop=16, lr=1e-2)
+    assert error(stage) < 0.7 * before
+
+
+def test_codec_decodes_at_half_scale_only_with_a_thumbnail_decoder(tuned):
+    model = tiny_taesd(0)
+    latents = torch.randn(2, 4, 6, 5)
+    with_stage = Codec(CodecSettings(thumbnail_decoder=str(tuned)), encoder=model, decoder=model)
+    assert with_stage.decode_latents(latents, half_scale=True).shape == (2, 3, 24, 20)
+    plain = Codec(CodecSettings(), encoder=model, decoder=model)
+    assert plain.thumbnail_decoder is None  # no stage in codec/weights fits a random model
+    with pytest.raises(ValueError, match="no thumbnail decoder"):
+        plain.decode_latents(latents, half_scale=True)
+    with pytest.raises(ValueError, match="THUMBNAIL_DECODER must be auto, off or a file"):
+        Codec(CodecSettings(thumbnail_decoder="sometimes"))
+
+
+def test_bad_stage_files(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    with pytest.raises(ModelLoadError, match="not a thumbnail decoder file"):
+        read_stage(junk)
+
+
+def test_tuning_usage_errors(env, tmp_path, capsys):
+    assert main(["--images", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: no images found in --images"
+    Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
+    assert main(["--images", str(tmp_path), "--crop", "8"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert last_line == "error: crop must be over 8 pixels, got 8"
+    assert main(["--images", str(tmp_path), "--crop", "40"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == "error: no training photo is 160 pixels a side"
+
+
+def test_gallery_thumbnails_decode_at_half_scale_and_nothing_else_does(make_app, tuned):
+    """A 256-px thumbnail of a 600-px image is one half-scale decode and caches no full size;
+    the 512-px one (wider than half the image) and the full size take the full decoder."""
+    model = tiny_taesd(0)
+    settings = CodecSettings(effort="0", thumbnail_decoder=str(tuned))
+    codec = Codec(settings, encoder=model, decoder=model)
+    image = upload(make_app(CODEC=codec).test_client(), png_bytes(600, 400))
+    client = make_app(CODEC=codec).test_client()  # a restart: nothing cached
+    renderer = get_renderer(client.application)
+    small = client.get(f"/i/{image['id']}.png?w=256")
+    assert small.status_code == 200
+    assert Image.open(io.BytesIO(small.data)).size == (256, 171)
+    wait_idle(client.application)
+    counts = [
+        metric(client, f"latent_gallery_{name}_total") for name in ("decodes", "half_scale_decodes")
+    ]
+    assert counts == [1, 1]
+    assert renderer.cache.get((image["id"], None)) is None
+    assert client.get(f"/i/{image['id']}.png?w=512").status_code == 200
+    assert client.get(f"/i/{image['id']}.png").status_code == 200
+    wait_idle(client.application)
+    counts = [
+        metric(client, f"latent_gallery_{name}_total") for name in ("decodes", "half_scale_decodes")
+    ]
+    assert counts == [2, 1]
+    plain = make_app(CODEC=Codec(CodecSettings(effort="0"), encoder=model, decoder=model))
+    assert get_renderer(plain).version != renderer.version  # the URLs name the stage too
+
+
+@pytest.mark.shared
+def test_shipped_thumbnail_decoder_keeps_real_taesd_thumbnails(tmp_path):
+    """The stage in codec/weights serves the real TAESD and was not tuned on Kodak: on two
+    Kodak photos, its 256-px thumbnails come within 0.3 dB of the full decode's, resized."""
+    weights = str(taesd_path())
+    model = load_autoencoder(weights, "cpu")
+    codec = Codec(CodecSettings(effort="0"), encoder=model, decoder=model)
+    assert codec.thumbnail_decoder is not None, f"none in {THUMBNAIL_DECODERS} for {weights}"
+    for name in ("kodim07.png", "kodim19.png"):
+        photo = codec.open(kodak_path(name))
+        _, latent = codec.unpack(codec.encode(photo))
+        z = torch.from_numpy(latent)[None]
+        full = tensor_to_image(codec.decode_latents(z)[0])
+        half = tensor_to_image(codec.decode_latents(z, half_scale=True)[0])
+        assert half.size == (photo.width // 2, photo.height // 2)
+        reference = thumbnail(photo, 256)
+        gap = psnr(reference, thumbnail(half, 256)) - psnr(reference, thumbnail(full, 256))
+        assert gap > -0.3, (name, gap)
+        assert np.asarray(thumbnail(half, 256)).shape == np.asarray(reference).shape
