@@ -58,7 +58,7 @@ def main() -> None:
         raise SystemExit(f"no thumbnail decoder in codec/weights/thumbnail for {args.weights}")
     proxy = codec.decoder.proxy()
     contiguous = copy.deepcopy(codec.decoder.module).to(memory_format=torch.contiguous_format)
-    print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"machine: {machine()}; {torch.get_num_threads()} torch threads")
     print(f"{'photo':<8} {'full dB':>8} {'tuned dB':>9} {'untuned dB':>11} "
           f"{'full s':>7} {'contig s':>9} {'tuned s':>8}")  # fmt: skip
     rows = []

@@ -72,6 +72,14 @@ def test_codec_decodes_at_half_scale_only_with_a_thumbnail_decoder(tuned):
     latents = torch.randn(2, 4, 6, 5)
     with_stage = Codec(CodecSettings(thumbnail_decoder=str(tuned)), encoder=model, decoder=model)
     assert with_stage.decode_latents(latents, half_scale=True).shape == (2, 3, 24, 20)
+    tiled = Codec(
+        CodecSettings(thumbnail_decoder=str(tuned), tile=64), encoder=model, decoder=model
+    )
+    large = torch.randn(1, 4, 12, 20)  # 96 x 160 pixels: 2 x 3 tiles of 64
+    whole = with_stage.decode_latents(large, half_scale=True)
+    in_tiles = tiled.decode_latents(large, half_scale=True)
+    assert in_tiles.shape == whole.shape == (1, 3, 48, 80)
+    assert torch.mean((in_tiles - whole) ** 2) < 1e-2  # blended tiles, no misplaced one
     plain = Codec(CodecSettings(), encoder=model, decoder=model)
     assert plain.thumbnail_decoder is None  # no stage in codec/weights fits a random model
     with pytest.raises(ValueError, match="no thumbnail decoder"):
