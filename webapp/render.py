@@ -191,7 +191,7 @@ class Renderer:
 
     def _start(self, key: Key, priority: Priority) -> None:
         """Settle a new flight from the cache, make it from the cached full size, or hang it on
-        the image's decode."""
+        the image's decode: at half scale for a thumbnail, unless the full size is decoding."""
         image_id, width = key
         png = self.cache.get(key)
         if png is not None:  # cached just before this flight began
@@ -210,7 +210,10 @@ class Renderer:
                 f"speaks {codec.decoder.space.name}"
             )
         half = (
-            width is not None and codec.thumbnail_decoder is not None and 2 * width <= header.width
+            width is not None
+            and codec.thumbnail_decoder is not None
+            and 2 * width <= header.width
+            and (image_id, False) not in self._decodes  # else share the full size's decode
         )
         with self._lock:
             self._waits_on[key] = (image_id, half)
