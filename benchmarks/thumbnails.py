@@ -1,14 +1,16 @@
 """Gallery thumbnails: the full decode resized against the thumbnail decoder's half-scale one.
 
     python -m benchmarks.thumbnails [--weights DIR] [--kodak DIR] [--count 24] [--repeats 2]
+                                    [--device auto] [--batch 1]
 
 Each Kodak photo is stored as an upload is (effort 0, default quality, the learned
 correction), then its 256-px thumbnail made three ways and scored by PSNR against the photo
 resized to 256 px (Lanczos, as every thumbnail here): today's full decode resized, the thumbnail
 decoder's half-scale decode resized, and the untuned proxy's (the decoder's last stage run at
-half scale as it is). Seconds are one decoder pass for the one latent, fastest of `--repeats`,
-interleaved: the full decoder in channels-last memory (as served) and contiguous (as before),
-and the thumbnail decoder. Prints a table per photo and the means; names the machine.
+half scale as it is). Milliseconds are per image of one decoder pass over `--batch` copies of the
+latent (pixels back on the CPU), fastest of `--repeats`, interleaved: the full decoder in
+channels-last memory (as served) and contiguous (as before), and the thumbnail decoder, on
+`--device` (fp16 on CUDA, as served). Prints a table per photo and the means; names the machine.
 """
 
 from __future__ import annotations
@@ -48,19 +50,24 @@ def main() -> None:
     parser.add_argument("--kodak", type=Path, default=DEFAULT_KODAK)
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="as LATENT_GALLERY_DEVICE")
+    parser.add_argument("--batch", type=int, default=1, help="latents per decoder pass")
     args = parser.parse_args()
     if not args.weights.exists():
         raise SystemExit(f"{args.weights} is missing: pass --weights (the TAESD weights)")
     weights = str(args.weights)
-    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu", effort="0"))
+    settings = CodecSettings(encoder=weights, decoder=weights, device=args.device, effort="0")
+    codec = Codec(settings)
     thumbs = codec.thumbnail_decoder
     if thumbs is None:
         raise SystemExit(f"no thumbnail decoder in codec/weights/thumbnail for {args.weights}")
     proxy = codec.decoder.proxy()
     contiguous = copy.deepcopy(codec.decoder.module).to(memory_format=torch.contiguous_format)
-    print(f"machine: {machine()}; {torch.get_num_threads()} torch threads")
+    device, dtype = codec.decoder.device, codec.decoder.dtype
+    print(f"machine: {machine(str(device))}; {torch.get_num_threads()} torch threads; "
+          f"{dtype}, batches of {args.batch}")  # fmt: skip
     print(f"{'photo':<8} {'full dB':>8} {'tuned dB':>9} {'untuned dB':>11} "
-          f"{'full s':>7} {'contig s':>9} {'tuned s':>8}")  # fmt: skip
+          f"{'full ms':>8} {'contig ms':>10} {'tuned ms':>9}")  # fmt: skip
     rows = []
     for path in kodak_paths(args.kodak, args.count):
         photo = load_photo(codec, path, DEFAULT_OUT / "latents")
@@ -68,26 +75,27 @@ def main() -> None:
         _, stored = codec.unpack(codec.pack(latent, photo.image.width, photo.image.height))
         z = torch.from_numpy(stored)[None]
         reference = thumbnail(photo.image, 256)
+        batch = z.expand(args.batch, -1, -1, -1)
         decodes = {
-            "full": lambda z=z: codec.decoder.decode(z),
-            "contiguous": lambda z=z: contiguous.decoder(z),
-            "tuned": lambda z=z: thumbs.decode(z),
+            "full": lambda z=batch: codec.decoder.decode(z),
+            "contiguous": lambda z=batch: contiguous.decoder(z.to(device, dtype)).cpu(),
+            "tuned": lambda z=batch: thumbs.decode(z),
         }
         with torch.inference_mode():
-            seconds = fastest(decodes, args.repeats)
+            ms = {k: 1000 * v / args.batch for k, v in fastest(decodes, args.repeats).items()}
         scores = [
             psnr(reference, thumbnail(tensor_to_image(model.decode(z)[0]), 256))
             for model in (codec.decoder, thumbs, proxy)
         ]
-        rows.append([*scores, seconds["full"], seconds["contiguous"], seconds["tuned"]])
+        rows.append([*scores, ms["full"], ms["contiguous"], ms["tuned"]])
         print(f"{path.stem:<8} {scores[0]:>8.2f} {scores[1]:>9.2f} {scores[2]:>11.2f} "
-              f"{seconds['full']:>7.2f} {seconds['contiguous']:>9.2f} {seconds['tuned']:>8.2f}",
+              f"{ms['full']:>8.1f} {ms['contiguous']:>10.1f} {ms['tuned']:>9.1f}",
               flush=True)  # fmt: skip
     table = np.array(rows)
     mean = table.mean(axis=0)
     gaps = table[:, 1] - table[:, 0]
     print(f"{'mean':<8} {mean[0]:>8.2f} {mean[1]:>9.2f} {mean[2]:>11.2f} "
-          f"{mean[3]:>7.2f} {mean[4]:>9.2f} {mean[5]:>8.2f}")  # fmt: skip
+          f"{mean[3]:>8.1f} {mean[4]:>10.1f} {mean[5]:>9.1f}")  # fmt: skip
     print(
         f"tuned against full: mean {gaps.mean():+.2f} dB, worst {gaps.min():+.2f} dB; "
         f"untuned {np.mean(table[:, 2] - table[:, 0]):+.2f} dB; "

@@ -20,10 +20,16 @@ from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_kl, tiny_taesd
 
 
+FLOAT32_SEARCH = Costs(encode=1.0, step={"float32": 2.0}, score={"float32": 1.0})
+
+
 @pytest.fixture(scope="module")
 def codec() -> Codec:
+    """The tiny model with searches in float32, as the renderer decodes, on any CPU (measured,
+    a CPU with native bf16 would search in bf16: see test_hardware for that plan)."""
     model = tiny_taesd()
-    return Codec(CodecSettings(tile=128), encoder=model, decoder=model)
+    plan = choose_plan(detect("cpu"), FLOAT32_SEARCH)
+    return Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=plan)
 
 
 def _reachable(codec: Codec, count: int = 2) -> tuple[torch.Tensor, np.ndarray]:
