@@ -19,7 +19,6 @@ from codec.settings import MAX_EFFORT
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_kl, tiny_taesd
 
-
 FLOAT32_SEARCH = Costs(encode=1.0, step={"float32": 2.0}, score={"float32": 1.0})
 
 
