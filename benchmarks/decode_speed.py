@@ -1,9 +1,10 @@
 """Decode throughput of the latent decoder by batch size, on the auto-selected device.
 
-    python -m benchmarks.decode_speed --weights DIR --kodak DIR [--device cuda]
+    python -m benchmarks.decode_speed --weights DIR --kodak DIR [--device cuda] [--half-scale]
 
 Prints one row per batch size: seconds per batch, images per second, and the PSNR of the
-first image against the CPU float32 decode (so fp16 on CUDA is checked, not assumed).
+first image against the CPU float32 decode (so fp16 on CUDA is checked, not assumed). With
+`--half-scale`, the thumbnail decoder's half-scale decode instead, against its CPU float32 one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="1,2,4,8,16")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--half-scale", action="store_true", help="time the thumbnail decoder")
     args = parser.parse_args()
 
     codec = Codec(CodecSettings(encoder=args.weights, decoder=args.weights, device=args.device))
@@ -37,16 +39,17 @@ def main() -> None:
     latent = torch.from_numpy(codec.latent_of(image))[None]
     print(f"machine: {machine(codec.decoder.device.type)}")
     print(f"device {codec.decoder.describe()}; encode {time.perf_counter() - start:.3f} s")
-    reference = load_autoencoder(args.weights, device="cpu").decode(latent)
+    on_cpu = Codec(codec.settings, decoder=load_autoencoder(args.weights, device="cpu"))
+    reference = on_cpu.decode_latents(latent, args.half_scale)
 
     print(f"{'batch':>5} {'s/batch':>9} {'images/s':>9} {'PSNR vs cpu fp32':>17}")
     for batch in map(int, args.batches.split(",")):
         latents = latent.repeat(batch, 1, 1, 1)
-        codec.decode_latents(latents)  # warm-up (kernels, allocator)
+        codec.decode_latents(latents, args.half_scale)  # warm-up (kernels, allocator)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            out = codec.decode_latents(latents)
+            out = codec.decode_latents(latents, args.half_scale)
             times.append(time.perf_counter() - start)
         seconds = min(times)
         mse = torch.mean((out[:1] - reference) ** 2).item()

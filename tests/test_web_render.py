@@ -9,6 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from codec import Codec, CodecSettings
@@ -22,7 +24,9 @@ from tests.conftest import (
     wait_until,
 )
 from tests.tiny_models import tiny_taesd
+from webapp.decode_batcher import auto_batch
 from webapp.render import get_renderer
+from webapp.settings import Settings
 
 DECODES = "latent_gallery_decodes_total"
 
@@ -147,9 +151,12 @@ def test_32_concurrent_requests_for_one_uncached_png_decode_once(make_app):
     assert metric(client, DECODES) == 1
 
 
-def test_same_shape_latents_share_one_forward_pass(make_app):
+@pytest.mark.parametrize(("batch", "passes", "singles"), [(8, 2, 1), (None, 4, 4)])
+def test_same_shape_latents_share_one_forward_pass_if_batching(make_app, batch, passes, singles):
+    """`LATENT_GALLERY_BATCH=8`: 4 visitors waiting on the same-shape images cost 2 passes (the
+    first alone, then 3); `auto` on a CPU decodes one per pass."""
     images = uploaded(make_app, count=4)
-    app = make_app()
+    app = make_app(RENDER_BATCH=batch)
     client = app.test_client()
     with decoder_held(app):
         first = in_thread(client, f"/i/{images[0]['id']}.png")
@@ -160,8 +167,17 @@ def test_same_shape_latents_share_one_forward_pass(make_app):
         thread.join(timeout=30)
         assert result[0].status_code == 200
     assert metric(client, DECODES) == 4
-    assert metric(client, "latent_gallery_decode_seconds_count") == 2
-    assert metric(client, "latent_gallery_decode_batch_size_bucket", 'le="2.0"') == 1  # [1, 3]
+    assert metric(client, "latent_gallery_decode_seconds_count") == passes
+    assert metric(client, "latent_gallery_decode_batch_size_bucket", 'le="1.0"') == singles
+
+
+def test_batch_setting():
+    assert Settings.from_env({}).render_batch is None
+    assert Settings.from_env({"LATENT_GALLERY_BATCH": "Auto"}).render_batch is None
+    assert Settings.from_env({"LATENT_GALLERY_BATCH": "4"}).app_config()["RENDER_BATCH"] == 4
+    with pytest.raises(ValueError, match="LATENT_GALLERY_BATCH must be positive"):
+        Settings.from_env({"LATENT_GALLERY_BATCH": "0"})
+    assert (auto_batch(torch.device("cpu")), auto_batch(torch.device("cuda"))) == (1, 8)
 
 
 def test_full_queue_is_503_with_retry_after(make_app):

@@ -3,7 +3,8 @@
 One thread is the only caller of the decoder. Jobs wait in a bounded queue with two
 priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
-takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` more, groups
+takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` in all (`auto`:
+`auto_batch`), groups
 them by latent shape and scale (full, or half on the thumbnail decoder) and runs one
 `codec.decode_latents` pass per group of at most `BATCH_PIXELS`. Background jobs go one per
 pass, when no visitor waits: background work never lengthens a visitor's pass, and a visitor
@@ -38,6 +39,15 @@ BATCH_PIXELS = 1 << 21
 """Pixels one forward pass decodes at most. TAESD in fp32 needs about 1 GB of activations per
 megapixel: a batch of 8 768x512 latents peaked 3.1 GB above the loaded model on a CPU, so a
 same-shape batch is split to stay near 2 GB (5 such photos, 2 of 1024x1024)."""
+
+
+def auto_batch(device: torch.device) -> int:
+    """Latents per forward pass by default: 8 on an accelerator, where a batch raises the
+    throughput (an H100 in fp16: 4.7 ms a 768x512 decode alone, 3.2 ms each in fours); 1 on
+    a CPU, where the convolutions already fill the cores at one image, so a batch only delays
+    its first image (2-core AVX-512 EPYC: 1.4 half-scale decodes/s alone, 1.2 in twos to
+    eights; full decodes 0.8/s against 0.6-0.7; `benchmarks.decode_speed`)."""
+    return 1 if device.type == "cpu" else 8
 
 
 class Priority(IntEnum):
@@ -144,10 +154,13 @@ class DecodeBatcher:
         metrics: Metrics,
         *,
         queue_size: int = 64,
-        batch: int = 8,
+        batch: int | None = None,
     ) -> None:
         self.metrics = metrics
         self.batch = batch
+        self._most = batch or 1
+        """Jobs one `take` gathers at most: `batch`, or (`auto`) by the decoder's device once
+        a pass has seen it."""
         self.decoding = 0
         """Jobs in the forward pass now."""
         self._codec = codec
@@ -186,7 +199,7 @@ class DecodeBatcher:
         self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
-        while (batch := self._queue.take(self.batch, BATCH_WINDOW_S)) is not None:
+        while (batch := self._queue.take(self._most, BATCH_WINDOW_S)) is not None:
             self._decode(batch)
 
     def _decode(self, batch: list[DecodeJob]) -> None:
@@ -202,6 +215,7 @@ class DecodeBatcher:
         if not groups:
             return
         codec = self._codec()
+        self._most = self.batch or auto_batch(codec.decoder.device)
         for (shape, half_scale), jobs in groups.items():
             size = _batch_for(codec, shape, half_scale)
             for i in range(0, len(jobs), size):

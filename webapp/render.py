@@ -73,7 +73,7 @@ class Renderer:
         metrics: Metrics,
         *,
         queue_size: int = 64,
-        batch: int = 8,
+        batch: int | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.model = model

@@ -34,7 +34,8 @@ class Settings:
     secret_key: str | None = None
     upload_rate: tuple[int, float] = (30, 60.0)
     render_queue: int = 64
-    render_batch: int = 8
+    render_batch: int | None = None
+    """None: `auto` (`decode_batcher.auto_batch`, by the decoder's device)."""
     decode_timeout: float = 30.0
     warm_on_start: bool = True
     previews: bool = True
@@ -70,7 +71,9 @@ class Settings:
             secret_key=environ.get("LATENT_GALLERY_SECRET_KEY") or None,
             upload_rate=parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
             render_queue=number("QUEUE", d.render_queue),
-            render_batch=number("BATCH", d.render_batch),
+            render_batch=None
+            if environ.get("LATENT_GALLERY_BATCH", "auto").strip().lower() == "auto"
+            else number("BATCH", 1),
             decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
             warm_on_start=flag("WARM_ON_START", d.warm_on_start),
             previews=flag("PREVIEWS", d.previews),
