@@ -31,10 +31,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWPORT = {"width": 1280, "height": 900}
 TIMEOUT_MS = 600_000
 # A function, not an expression: Playwright evals a bare expression, which the page's CSP
-# refuses. Once every image matching the selector that is in view has loaded: how many there
-# are, else null. (A render refused with 503 is asked for again by the page: it counts once
-# loaded.)
+# refuses. Once the page's layout is final (the stylesheet applied, the deferred scripts run)
+# and every image matching the selector that is in view has loaded: how many there are, else
+# null. (A render refused with 503 is asked for again by the page: it counts once loaded.)
 ALL_IN_VIEW_LOADED = """(selector) => {
+  const [navigation] = performance.getEntriesByType("navigation");
+  if (!navigation || !navigation.domContentLoadedEventEnd) return null;
+  if (getComputedStyle(document.getElementById("grid")).display !== "grid") return null;
   const inView = [...document.querySelectorAll(selector)].filter((img) => {
     const r = img.getBoundingClientRect();
     return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;
