@@ -3,14 +3,13 @@
 One thread is the only caller of the decoder. Jobs wait in a bounded queue with two
 priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warming after an
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
-takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` in all (`auto`:
-`auto_batch`), groups
-them by latent shape and scale (full, or half on the thumbnail decoder) and runs one
-`codec.decode_latents` pass per group of at most `BATCH_PIXELS`. Background jobs go one per
-pass, when no visitor waits: background work never lengthens a visitor's pass, and a visitor
-who arrives waits for at most one background decode. A job whose deadline passed while it
-waited fails with `DeadlineError` instead; background jobs have none. A full queue refuses new
-jobs with `QueueFullError`.
+takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` in all
+(`auto`: `auto_batch`, by the decoder's device), groups them by latent shape and scale (full,
+or half on the thumbnail decoder) and runs one `codec.decode_latents` pass per group of at
+most `BATCH_PIXELS`. Background jobs go one per pass, when no visitor waits: background work
+never lengthens a visitor's pass, and a visitor who arrives waits for at most one background
+decode. A job whose deadline passed while it waited fails with `DeadlineError` instead;
+background jobs have none. A full queue refuses new jobs with `QueueFullError`.
 """
 
 from __future__ import annotations
