@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CodecError
+from .fitting_cli import fitting_parser, run_fitting
 from .pipeline import Codec
 from .preview import PREVIEWS, fit_preview, save_preview
-from .train_correction import photo_paths, training_pairs
+from .train_correction import training_pairs
 
 
 def stored_latents(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, torch.Tensor]]:
@@ -47,38 +47,26 @@ def stored_pairs(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m codec.fit_preview`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m codec.fit_preview", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--images", type=Path, nargs="+", required=True,
-                        help="photos, or folders of photos, to fit on")  # fmt: skip
-    parser.add_argument("--out", type=Path, help=f"default: {PREVIEWS}/<space>.safetensors")
-    return parser
+    return fitting_parser("fit_preview", __doc__, f"{PREVIEWS}/<space>.safetensors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Encode the photos, fit the map, and write it."""
     args = build_parser().parse_args(argv)
-    paths = photo_paths(args.images)
-    if not paths:
-        print("error: no images found in --images", file=sys.stderr)
-        return 2
-    try:
-        codec = Codec.from_env()
+
+    def fit(codec: Codec, paths: list[Path]) -> str:
         pairs = stored_pairs(codec, paths)
         preview = fit_preview(codec.encoder.space, pairs)
-    except (CodecError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    out = args.out or PREVIEWS / f"{preview.space}.safetensors"
-    notes = (
-        f"{len(pairs)} pictures (photos and half-size copies), encoder "
-        f"{codec.encoder.family} {codec.encoder.encoder_fingerprint.hex()}, "
-        f"correction {'on' if codec.correction is not None else 'off'}"
-    )
-    save_preview(preview, out, notes)
-    print(f"wrote {out}: {notes}")
-    return 0
+        out = args.out or PREVIEWS / f"{preview.space}.safetensors"
+        notes = (
+            f"{len(pairs)} pictures (photos and half-size copies), encoder "
+            f"{codec.encoder.family} {codec.encoder.encoder_fingerprint.hex()}, "
+            f"correction {'on' if codec.correction is not None else 'off'}"
+        )
+        save_preview(preview, out, notes)
+        return f"wrote {out}: {notes}"
+
+    return run_fitting(args.images, fit)
 
 
 if __name__ == "__main__":

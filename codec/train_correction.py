@@ -22,25 +22,13 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .correction import WEIGHTS, LatentCorrection, save_correction
-from .errors import CodecError
+from .fitting_cli import fitting_parser, run_fitting
 from .images import image_to_tensor
 from .models import LatentAutoencoder
 from .pipeline import Codec
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 SCALES = (1.0, 0.5)
 MARGIN = 4  # latent positions at each crop border left out of the loss
-
-
-def photo_paths(sources: Sequence[Path]) -> list[Path]:
-    """The image files named in `sources`, folders expanded (sorted), in order."""
-    paths = []
-    for source in sources:
-        if source.is_dir():
-            paths += sorted(p for p in source.iterdir() if p.suffix.lower() in SUFFIXES)
-        else:
-            paths.append(source)
-    return paths
 
 
 def training_pairs(
@@ -116,13 +104,8 @@ def train(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m codec.train_correction`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m codec.train_correction", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--images", type=Path, nargs="+", required=True,
-                        help="photos, or folders of photos, to train on")  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, help=f"default: {WEIGHTS}/<encoder>-<decoder>.safetensors"
+    parser = fitting_parser(
+        "train_correction", __doc__, f"{WEIGHTS}/<encoder>-<decoder>.safetensors"
     )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--width", type=int, default=16, help="hidden channels")
@@ -136,25 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Encode the photos, train, and write the correction file."""
     args = build_parser().parse_args(argv)
-    paths = photo_paths(args.images)
-    if not paths:
-        print("error: no images found in --images", file=sys.stderr)
-        return 2
-    try:
-        codec = Codec.from_env()
+
+    def fit(codec: Codec, paths: list[Path]) -> str:
         pairs = training_pairs(paths, codec.encoder, args.crop)
         correction = train(
             pairs, codec.decoder, steps=args.steps, width=args.width, depth=args.depth,
             batch=args.batch, crop=args.crop, seed=args.seed,
         )  # fmt: skip
-    except (CodecError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    out = args.out or WEIGHTS / f"{codec.encoder.family}-{codec.decoder.family}.safetensors"
-    notes = f"{len(pairs)} pictures (photos and half-size copies), {args.steps} steps"
-    save_correction(correction, out, codec.encoder, codec.decoder, notes)
-    print(f"wrote {out}: {notes}")
-    return 0
+        out = args.out or WEIGHTS / f"{codec.encoder.family}-{codec.decoder.family}.safetensors"
+        notes = f"{len(pairs)} pictures (photos and half-size copies), {args.steps} steps"
+        save_correction(correction, out, codec.encoder, codec.decoder, notes)
+        return f"wrote {out}: {notes}"
+
+    return run_fitting(args.images, fit)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import CodecError
 from .fit_preview import stored_latents
+from .fitting_cli import fitting_parser, run_fitting
 from .models import LatentAutoencoder
 from .pipeline import Codec
 from .thumbnail_decoder import THUMBNAIL_DECODERS, save_stage
-from .train_correction import photo_paths
 
 MARGIN = 4  # half-scale pixels at each crop border left out of the loss
 
@@ -94,13 +93,8 @@ def train(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m codec.train_thumbnail_decoder`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m codec.train_thumbnail_decoder", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--images", type=Path, nargs="+", required=True,
-                        help="photos, or folders of photos, to train on")  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, help=f"default: {THUMBNAIL_DECODERS}/<decoder>.safetensors"
+    parser = fitting_parser(
+        "train_thumbnail_decoder", __doc__, f"{THUMBNAIL_DECODERS}/<decoder>.safetensors"
     )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8, help="crops per step")
@@ -113,25 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Encode the photos, fine-tune, and write the stage file."""
     args = build_parser().parse_args(argv)
-    paths = photo_paths(args.images)
-    if not paths:
-        print("error: no images found in --images", file=sys.stderr)
-        return 2
-    try:
-        codec = Codec.from_env()
+
+    def fit(codec: Codec, paths: list[Path]) -> str:
         pairs = distillation_pairs(codec, paths)
         stage = train(
             pairs, codec.decoder, steps=args.steps, batch=args.batch, crop=args.crop,
             lr=args.lr, seed=args.seed,
         )  # fmt: skip
-    except (CodecError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    out = args.out or THUMBNAIL_DECODERS / f"{codec.decoder.family}.safetensors"
-    notes = f"{len(pairs)} pictures (photos and half-size copies), {args.steps} steps"
-    save_stage(stage, out, codec.decoder, notes)
-    print(f"wrote {out}: {notes}")
-    return 0
+        out = args.out or THUMBNAIL_DECODERS / f"{codec.decoder.family}.safetensors"
+        notes = f"{len(pairs)} pictures (photos and half-size copies), {args.steps} steps"
+        save_stage(stage, out, codec.decoder, notes)
+        return f"wrote {out}: {notes}"
+
+    return run_fitting(args.images, fit)
 
 
 if __name__ == "__main__":
