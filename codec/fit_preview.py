@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fitting_cli import fitting_parser, run_fitting
+from .fitting import fitting_parser, run_fitting
 from .pipeline import Codec
 from .preview import PREVIEWS, fit_preview, save_preview
 from .train_correction import training_pairs

@@ -11,7 +11,6 @@ Exit status: 0, 2 on a usage error, 1 on any other error (one line on stderr).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .correction import WEIGHTS, LatentCorrection, save_correction
-from .fitting_cli import fitting_parser, run_fitting
+from .fitting import descend, fitting_parser, run_fitting
 from .images import image_to_tensor
 from .models import LatentAutoencoder
 from .pipeline import Codec
@@ -76,13 +75,9 @@ def train(
     if not pairs:
         raise ValueError(f"no training photo is {crop * decoder.space.downscale} pixels a side")
     generator = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(correction.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
-    )
     up, m = decoder.space.downscale, MARGIN * decoder.space.downscale
-    bar = tqdm(range(steps), desc="training", unit="step", file=sys.stderr)
-    for _ in bar:
+
+    def loss() -> torch.Tensor:
         latents, photos = [], []
         for index in generator.integers(len(pairs), size=batch):
             latent, pixels = pairs[index]
@@ -93,12 +88,9 @@ def train(
         latents = torch.stack(latents).to(decoder.device)
         photos = torch.stack(photos).to(decoder.device)
         decoded = decoder.decode_differentiable(correction(latents).to(decoder.dtype))
-        loss = torch.mean((decoded.float()[..., m:-m, m:-m] - photos[..., m:-m, m:-m]) ** 2)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(psnr=f"{-10 * math.log10(max(loss.item(), 1e-10)):.2f}")
+        return torch.mean((decoded.float()[..., m:-m, m:-m] - photos[..., m:-m, m:-m]) ** 2)
+
+    descend(correction.parameters(), loss, steps, lr)
     return correction.cpu().eval().requires_grad_(False)
 
 

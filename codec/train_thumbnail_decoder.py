@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .fit_preview import stored_latents
-from .fitting_cli import fitting_parser, run_fitting
+from .fitting import descend, fitting_parser, run_fitting
 from .models import LatentAutoencoder
 from .pipeline import Codec
 from .thumbnail_decoder import THUMBNAIL_DECODERS, save_stage
@@ -67,13 +65,9 @@ def train(
     torch.manual_seed(seed)
     stage = copy.deepcopy(decoder.last_stage()).float().train().requires_grad_(True)
     generator = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(stage.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
-    )
     m = MARGIN
-    bar = tqdm(range(steps), desc="training", unit="step", file=sys.stderr)
-    for _ in bar:
+
+    def loss() -> torch.Tensor:
         inputs, targets = [], []
         for index in generator.integers(len(pairs), size=batch):
             features, target = pairs[index]
@@ -82,12 +76,9 @@ def train(
             inputs.append(features[:, y : y + crop, x : x + crop])
             targets.append(target[:, y : y + crop, x : x + crop])
         out = stage(torch.stack(inputs))
-        loss = torch.mean((out[..., m:-m, m:-m] - torch.stack(targets)[..., m:-m, m:-m]) ** 2)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(psnr=f"{-10 * math.log10(max(loss.item(), 1e-10)):.2f}")
+        return torch.mean((out[..., m:-m, m:-m] - torch.stack(targets)[..., m:-m, m:-m]) ** 2)
+
+    descend(stage.parameters(), loss, steps, lr)
     return stage.eval().requires_grad_(False)
 
 

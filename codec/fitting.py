@@ -1,14 +1,18 @@
-"""The command line shared by the tools that learn weights from photos (`train_correction`,
-`fit_preview`, `train_thumbnail_decoder`): `--images` and `--out`, the codec from the
-environment, and their exit statuses (0 written, 2 no photos, 1 a codec or value error), each
-error one line on stderr."""
+"""What the tools that learn weights from photos (`train_correction`, `fit_preview`,
+`train_thumbnail_decoder`) share: their command line (`--images` and `--out`, the codec from
+the environment, exit statuses 0 written, 2 no photos, 1 a codec or value error, each error one
+line on stderr) and the gradient descent of the two that train."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+import torch
+from tqdm import tqdm
 
 from .errors import CodecError
 from .pipeline import Codec
@@ -53,3 +57,25 @@ def run_fitting(images: Sequence[Path], fit: Callable[[Codec, list[Path]], str])
         return 1
     print(message)
     return 0
+
+
+def descend(
+    parameters: Iterable[torch.nn.Parameter],
+    loss: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+) -> None:
+    """`steps` Adam steps on `loss()` (a new batch each call), the rate decayed from `lr` on a
+    cosine; a progress bar on stderr shows the loss as PSNR."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
+    )
+    bar = tqdm(range(steps), desc="training", unit="step", file=sys.stderr)
+    for _ in bar:
+        value = loss()
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(psnr=f"{-10 * math.log10(max(value.item(), 1e-10)):.2f}")
