@@ -191,7 +191,6 @@
       }
     };
     input.required = false;
-    document.getElementById("upload-submit").hidden = true;
     input.addEventListener("change", () => {
       const files = Array.from(input.files);
       input.value = "";

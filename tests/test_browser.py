@@ -181,3 +181,20 @@ def test_refused_renders_are_asked_for_again(browser: Browser, gunicorn: Gunicor
     page.goto(f"{gunicorn.url}/i/{image['id']}")
     page.wait_for_function(PICTURE_LOADED)
     assert len(refused) >= 2 and set(refused) <= set(fetched)
+
+
+def test_upload_button_only_without_javascript(browser: Browser, server: str) -> None:
+    """The form's submit button is for browsers without JavaScript (the script uploads on
+    choice): with scripts on it is not in the page at all, rather than drawn and then hidden
+    by the deferred script, which moved the gallery up as the page loaded."""
+    for scripts in (True, False):
+        context = browser.new_context(java_script_enabled=scripts)
+        page = context.new_page()
+        page.goto(server + "/")
+        buttons = page.locator("#upload-form button")
+        if scripts:
+            assert buttons.count() == 0
+        else:
+            expect(buttons).to_have_text("Upload")
+            expect(buttons).to_be_visible()
+        context.close()
