@@ -53,6 +53,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Parse the variables; a bad value is a `ValueError` that names the variable."""
         d = cls()
+        batch = environ.get("LATENT_GALLERY_BATCH", "auto").strip().lower()
 
         def number(name: str, default: float, kind: type = int) -> Any:
             return env_number(environ, f"LATENT_GALLERY_{name}", default, kind)
@@ -71,9 +72,7 @@ class Settings:
             secret_key=environ.get("LATENT_GALLERY_SECRET_KEY") or None,
             upload_rate=parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
             render_queue=number("QUEUE", d.render_queue),
-            render_batch=None
-            if environ.get("LATENT_GALLERY_BATCH", "auto").strip().lower() == "auto"
-            else number("BATCH", 1),
+            render_batch=None if batch == "auto" else number("BATCH", d.render_batch),
             decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
             warm_on_start=flag("WARM_ON_START", d.warm_on_start),
             previews=flag("PREVIEWS", d.previews),
