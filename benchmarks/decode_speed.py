@@ -1,10 +1,11 @@
 """Decode throughput of the latent decoder by batch size, on the auto-selected device.
 
-    python -m benchmarks.decode_speed --weights DIR --kodak DIR [--device cuda] [--half-scale]
+    python -m benchmarks.decode_speed --weights DIR --kodak DIR [--device cuda] [--thumbnail 256]
 
 Prints one row per batch size: seconds per batch, images per second, and the PSNR of the
 first image against the CPU float32 decode (so fp16 on CUDA is checked, not assumed). With
-`--half-scale`, the thumbnail decoder's half-scale decode instead, against its CPU float32 one.
+`--thumbnail WIDTH`, the thumbnail decoder's decode straight to that width instead, against its
+CPU float32 one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from codec import Codec, CodecSettings
+from codec.images import thumbnail_size
 from codec.models import load_autoencoder
 
 from .common import machine
@@ -30,7 +32,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="1,2,4,8,16")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--half-scale", action="store_true", help="time the thumbnail decoder")
+    parser.add_argument("--thumbnail", type=int, help="time the thumbnail decoder at this width")
     args = parser.parse_args()
 
     codec = Codec(CodecSettings(encoder=args.weights, decoder=args.weights, device=args.device))
@@ -39,17 +41,21 @@ def main() -> None:
     latent = torch.from_numpy(codec.latent_of(image))[None]
     print(f"machine: {machine(codec.decoder.device.type)}")
     print(f"device {codec.decoder.describe()}; encode {time.perf_counter() - start:.3f} s")
+    scale = None
+    if args.thumbnail:
+        width, height = thumbnail_size(image.width, image.height, args.thumbnail)
+        scale = (height / image.height, width / image.width)
     on_cpu = Codec(codec.settings, decoder=load_autoencoder(args.weights, device="cpu"))
-    reference = on_cpu.decode_latents(latent, args.half_scale)
+    reference = on_cpu.decode_latents(latent, scale)
 
     print(f"{'batch':>5} {'s/batch':>9} {'images/s':>9} {'PSNR vs cpu fp32':>17}")
     for batch in map(int, args.batches.split(",")):
         latents = latent.repeat(batch, 1, 1, 1)
-        codec.decode_latents(latents, args.half_scale)  # warm-up (kernels, allocator)
+        codec.decode_latents(latents, scale)  # warm-up (kernels, allocator)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            out = codec.decode_latents(latents, args.half_scale)
+            out = codec.decode_latents(latents, scale)
             times.append(time.perf_counter() - start)
         seconds = min(times)
         mse = torch.mean((out[:1] - reference) ** 2).item()

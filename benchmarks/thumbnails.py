@@ -1,22 +1,21 @@
-"""Gallery thumbnails: the full decode resized against the thumbnail decoder's half-scale one.
+"""Gallery thumbnails: the full decode resized against the thumbnail decoder's.
 
     python -m benchmarks.thumbnails [--weights DIR] [--kodak DIR] [--count 24] [--repeats 2]
-                                    [--device auto] [--batch 1]
+                                    [--device auto] [--batch 1] [--width 256]
 
 Each Kodak photo is stored as an upload is (effort 0, default quality, the learned
-correction), then its 256-px thumbnail made three ways and scored by PSNR against the photo
-resized to 256 px (Lanczos, as every thumbnail here): today's full decode resized, the thumbnail
-decoder's half-scale decode resized, and the untuned proxy's (the decoder's last stage run at
-half scale as it is). Milliseconds are per image of one decoder pass over `--batch` copies of the
-latent (pixels back on the CPU), fastest of `--repeats`, interleaved: the full decoder in
-channels-last memory (as served) and contiguous (as before), and the thumbnail decoder, on
-`--device` (fp16 on CUDA, as served). Prints a table per photo and the means; names the machine.
+correction), then its `--width` thumbnail made three ways and scored by PSNR against the photo
+resized to that width (Lanczos, as every resized thumbnail here): today's full decode resized,
+the thumbnail decoder's decode straight to the thumbnail's size, and the untuned thumbnail
+decoder's (the same layers with the decoder's own weights). Milliseconds are per image of one
+decoder pass over `--batch` copies of the latent (pixels back on the CPU), fastest of
+`--repeats`, interleaved, on `--device` (fp16 on CUDA, as served). Prints a table per photo
+and the means; names the machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,9 @@ import torch
 
 from codec import Codec, CodecSettings
 from codec.images import tensor_to_image
+from codec.pipeline import DECODE_OVERLAP
 from codec.rate_control import psnr
+from codec.thumbnail_decoder import ThumbnailDecoder
 from webapp.png import thumbnail
 
 from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths, load_photo, machine
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto", help="as LATENT_GALLERY_DEVICE")
     parser.add_argument("--batch", type=int, default=1, help="latents per decoder pass")
+    parser.add_argument("--width", type=int, default=256, help="thumbnail width, at most half")
     args = parser.parse_args()
     if not args.weights.exists():
         raise SystemExit(f"{args.weights} is missing: pass --weights (the TAESD weights)")
@@ -61,45 +63,51 @@ def main() -> None:
     thumbs = codec.thumbnail_decoder
     if thumbs is None:
         raise SystemExit(f"no thumbnail decoder in codec/weights/thumbnail for {args.weights}")
-    proxy = codec.decoder.proxy()
-    contiguous = copy.deepcopy(codec.decoder.module).to(memory_format=torch.contiguous_format)
-    device, dtype = codec.decoder.device, codec.decoder.dtype
-    print(f"machine: {machine(str(device))}; {torch.get_num_threads()} torch threads; "
-          f"{dtype}, batches of {args.batch}")  # fmt: skip
+    untuned = ThumbnailDecoder(codec.decoder)
+    dtype = codec.decoder.dtype
+    print(f"machine: {machine(str(codec.decoder.device))}; {torch.get_num_threads()} torch "
+          f"threads; {dtype}, batches of {args.batch}, {args.width}-px thumbnails")  # fmt: skip
     print(f"{'photo':<8} {'full dB':>8} {'tuned dB':>9} {'untuned dB':>11} "
-          f"{'full ms':>8} {'contig ms':>10} {'tuned ms':>9}")  # fmt: skip
+          f"{'full ms':>8} {'tuned ms':>9}")  # fmt: skip
     rows = []
     for path in kodak_paths(args.kodak, args.count):
         photo = load_photo(codec, path, DEFAULT_OUT / "latents")
         latent = codec.correct(photo.latent)
         _, stored = codec.unpack(codec.pack(latent, photo.image.width, photo.image.height))
         z = torch.from_numpy(stored)[None]
-        reference = thumbnail(photo.image, 256)
+        reference = thumbnail(photo.image, args.width)
+        width, height = reference.size
+        scale = (height / photo.image.height, width / photo.image.width)
         batch = z.expand(args.batch, -1, -1, -1)
         decodes = {
-            "full": lambda z=batch: codec.decoder.decode(z),
-            "contiguous": lambda z=batch: contiguous.decoder(z.to(device, dtype)).cpu(),
-            "tuned": lambda z=batch: thumbs.decode(z),
+            "full": lambda z=batch: codec.decode_latents(z),
+            "tuned": lambda z=batch, s=scale: codec.decode_latents(z, s),
         }
-        with torch.inference_mode():
-            ms = {k: 1000 * v / args.batch for k, v in fastest(decodes, args.repeats).items()}
+        ms = {k: 1000 * v / args.batch for k, v in fastest(decodes, args.repeats).items()}
+        full = thumbnail(tensor_to_image(codec.decode_latents(z)[0]), args.width)
+        tile = codec.settings.tile // codec.decoder.space.downscale
         scores = [
-            psnr(reference, thumbnail(tensor_to_image(model.decode(z)[0]), 256))
-            for model in (codec.decoder, thumbs, proxy)
+            psnr(reference, image)
+            for image in (
+                full,
+                tensor_to_image(codec.decode_latents(z, scale)[0, :, :height, :width]),
+                tensor_to_image(
+                    untuned.decode(z, scale, tile, DECODE_OVERLAP)[0, :, :height, :width]
+                ),
+            )
         ]
-        rows.append([*scores, ms["full"], ms["contiguous"], ms["tuned"]])
+        rows.append([*scores, ms["full"], ms["tuned"]])
         print(f"{path.stem:<8} {scores[0]:>8.2f} {scores[1]:>9.2f} {scores[2]:>11.2f} "
-              f"{ms['full']:>8.1f} {ms['contiguous']:>10.1f} {ms['tuned']:>9.1f}",
-              flush=True)  # fmt: skip
+              f"{ms['full']:>8.1f} {ms['tuned']:>9.1f}", flush=True)  # fmt: skip
     table = np.array(rows)
     mean = table.mean(axis=0)
     gaps = table[:, 1] - table[:, 0]
     print(f"{'mean':<8} {mean[0]:>8.2f} {mean[1]:>9.2f} {mean[2]:>11.2f} "
-          f"{mean[3]:>8.1f} {mean[4]:>10.1f} {mean[5]:>9.1f}")  # fmt: skip
+          f"{mean[3]:>8.1f} {mean[4]:>9.1f}")  # fmt: skip
     print(
         f"tuned against full: mean {gaps.mean():+.2f} dB, worst {gaps.min():+.2f} dB; "
         f"untuned {np.mean(table[:, 2] - table[:, 0]):+.2f} dB; "
-        f"decoder time {mean[5] / mean[3]:.2f}x of the full decode's"
+        f"decoder time {mean[4] / mean[3]:.2f}x of the full decode's"
     )
 
 

@@ -113,3 +113,9 @@ def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     if not pad_h and not pad_w:
         return images
     return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+def thumbnail_size(width: int, height: int, thumbnail_width: int) -> tuple[int, int]:
+    """The (width, height) of a `thumbnail_width` thumbnail of a `width`×`height` image, aspect
+    kept."""
+    return thumbnail_width, max(1, round(height * thumbnail_width / width))

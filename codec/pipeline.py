@@ -22,7 +22,7 @@ from .models import LatentAutoencoder, load_autoencoder
 from .rate_control import largest_fitting, psnr, smallest_reaching
 from .refine import refine, resolve_effort, steps_for
 from .settings import CodecSettings
-from .thumbnail_decoder import thumbnail_decoder_for
+from .thumbnail_decoder import ThumbnailDecoder, thumbnail_decoder_for
 from .tiling import run_tiled
 
 ENCODE_OVERLAP = 64  # pixels shared by neighbouring encoder tiles
@@ -74,7 +74,7 @@ class Codec:
                 )
         self._encoder, self._decoder = encoder, decoder
         self._correction: LatentCorrection | object | None = _UNRESOLVED
-        self._thumbnail_decoder: LatentAutoencoder | object | None = _UNRESOLVED
+        self._thumbnail_decoder: ThumbnailDecoder | object | None = _UNRESOLVED
         self._load_lock = threading.Lock()
         self._plan_lock = threading.Lock()
         self._plan = plan
@@ -108,9 +108,9 @@ class Codec:
         return self._correction
 
     @property
-    def thumbnail_decoder(self) -> LatentAutoencoder | None:
+    def thumbnail_decoder(self) -> ThumbnailDecoder | None:
         """The decoder's thumbnail decoder (`codec.thumbnail_decoder`) that
-        `settings.thumbnail_decoder` names, if any: it decodes at half scale."""
+        `settings.thumbnail_decoder` names, if any: it decodes straight to a thumbnail's size."""
         if self._thumbnail_decoder is _UNRESOLVED:
             self.load(encoder=False)
         return self._thumbnail_decoder
@@ -181,6 +181,11 @@ class Codec:
                 self._proxy = proxies.get(self._plan.search_dtype)
                 log.info("encode plan: %s", self._plan.describe())
             return self._plan
+
+    @property
+    def measured_plan(self) -> Plan | None:
+        """The plan if it was measured (or given) already; measures nothing."""
+        return self._plan
 
     @property
     def search_decoder(self) -> LatentAutoencoder:
@@ -364,19 +369,24 @@ class Codec:
                 images[index] = tensor_to_image(pixels[row, :, : header.height, : header.width])
         return images
 
-    def decode_latents(self, latents: torch.Tensor, half_scale: bool = False) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, scale: tuple[float, float] | None = None
+    ) -> torch.Tensor:
         """Images `(B, 3, 8H, 8W)` in [0, 1] of scaled latents `(B, 4, H, W)`, tiled if large;
-        with `half_scale`, `(B, 3, 4H, 4W)` from the thumbnail decoder (`ValueError` if
-        there is none)."""
-        scale = self.decoder.space.downscale
-        model = self.thumbnail_decoder if half_scale else self.decoder
-        if model is None:
+        with `scale` (vertical, horizontal; each at most 1/2), the thumbnail decoder's images
+        at that scale of the full size, at least ⌊`scale` × 8H⌋ by ⌊`scale` × 8W⌋ pixels
+        (`ValueError` if there is none)."""
+        tile = self.settings.tile // self.decoder.space.downscale
+        if scale is None:
+            return run_tiled(
+                self.decoder.decode, latents, tile, DECODE_OVERLAP, self.decoder.space.downscale
+            )
+        if self.thumbnail_decoder is None:
             raise ValueError(
                 "no thumbnail decoder is loaded: set LATENT_GALLERY_THUMBNAIL_DECODER=auto with "
                 "a TAESD decoder, or decode at full scale"
             )
-        tile = self.settings.tile // scale
-        return run_tiled(model.decode, latents, tile, DECODE_OVERLAP, scale / model.pixel_scale)
+        return self.thumbnail_decoder.decode(latents, scale, tile, DECODE_OVERLAP)
 
 
 def _searcher(model: LatentAutoencoder):

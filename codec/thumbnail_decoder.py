@@ -1,15 +1,17 @@
-"""Thumbnail decoder: images at half scale for about half of a full decode's work.
+"""Thumbnail decoder: latents decoded straight to a thumbnail's size.
 
-A 256-px thumbnail of a 768-px photo keeps a ninth of the full decode's pixels, yet TAESD's
-decoder spends more than half its multiply-adds on its last stage, at full scale. The
-thumbnail decoder is the decoder's half-resolution proxy (its layers up to the last 2×
-upsample, then its last stage run at half scale: 59% of the multiply-adds) with that last
-stage fine-tuned (`codec.train_thumbnail_decoder`) to render what the full decode looks like
-box-downsampled 2×. Thumbnails up to half the image's width are resized from its images.
+A 256-px thumbnail of a 768-px photo keeps a ninth of the full decode's pixels, yet a decode
+at full size does all of TAESD's work, most of it in its last two stages, at 1/2 and full
+scale. The thumbnail decoder runs TAESD's decoder up to its 1/4-scale features, resizes them
+(bilinear) to the thumbnail's size, and runs the decoder's remaining layers there, without the
+last 2× upsample, with weights fine-tuned (`codec.train_thumbnail_decoder`) to render what the
+full decode looks like resized to that size. Its work follows the thumbnail's pixels: a
+256-px thumbnail of a 768×512 photo does 32% of a full decode's multiply-adds, of a
+1536×1024 photo 16%. It serves thumbnails at most half the image's width.
 
-A fine-tuned stage belongs to one decoder: its file records the decoder's fingerprint (at
+A fine-tuned decoder belongs to one decoder: its file records the decoder's fingerprint (at
 bfloat16 precision, as a correction's does) and `thumbnail_decoder_for` gives any other decoder
-none. Shipped stages live in `codec/weights/thumbnail/`.
+none. Shipped weights live in `codec/weights/thumbnail/`.
 """
 
 from __future__ import annotations
@@ -25,28 +27,87 @@ from .correction import WEIGHTS
 from .errors import ModelLoadError
 from .models import LatentAutoencoder
 from .models.base import state_fingerprint
+from .tiling import run_tiled
 
 THUMBNAIL_DECODERS = WEIGHTS / "thumbnail"
-FORMAT = "latent-gallery-thumbnail-decoder-1"
+FORMAT = "latent-gallery-thumbnail-decoder-2"
 
 
-def save_stage(
-    stage: torch.nn.Module, path: Path, decoder: LatentAutoencoder, notes: str = ""
-) -> None:
-    """Write a fine-tuned last stage of `decoder` as a safetensors file (atomically)."""
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in stage.state_dict().items()}
+class ThumbnailDecoder:
+    """A decoder's layers split at its 1/4-scale features, rendering any scale up to 1/2.
+
+    It copies the decoder (channels-last, its own lock); `state` replaces the weights of the
+    layers after the split (the decoder's own without it: the untuned thumbnail decoder).
+    """
+
+    FEATURE_SCALE = 4
+    """How many times smaller than the image the features are."""
+
+    def __init__(
+        self, decoder: LatentAutoencoder, state: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        self.model = decoder.copy()
+        parts = self.model.thumbnail_parts()
+        if parts is None:
+            raise ModelLoadError(f"{decoder.family} decoders have no thumbnail decoder")
+        self.features, self.stage = parts
+        if state is not None:
+            try:
+                self.stage.load_state_dict({k: v.to(self.model.dtype) for k, v in state.items()})
+            except RuntimeError as error:
+                raise ModelLoadError(
+                    f"the thumbnail decoder's weights do not fit: {error}"
+                ) from None
+        self.decoder_fingerprint = state_fingerprint(self.model.module, decoder.decoder_prefixes)
+
+    def render(self, features: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+        """Images at `scale` (vertical, horizontal; of the full decode's size) of features,
+        with autograd: ⌊`scale` × the full size⌋ pixels or one more, which a caller crops."""
+        return self.stage(resize_features(features, scale, self.FEATURE_SCALE))
+
+    def decode(
+        self, latents: torch.Tensor, scale: tuple[float, float], tile: int, overlap: int
+    ) -> torch.Tensor:
+        """Float32 images in [0, 1] on the CPU of scaled latents at `scale` (each at most
+        1/2); the features computed in tiles of `tile` latent pixels for large latents."""
+        if max(scale) > 0.5:
+            raise ValueError(f"the thumbnail decoder renders scales up to 1/2, not {scale}")
+        model = self.model
+        grow = model.space.downscale / self.FEATURE_SCALE
+        features = run_tiled(lambda z: model.run(self.features, z), latents, tile, overlap, grow)
+        return model.run(lambda f: self.render(f, scale), features).clamp(0, 1)
+
+
+def resize_features(
+    features: torch.Tensor, scale: tuple[float, float], feature_scale: float
+) -> torch.Tensor:
+    """Features at 1/`feature_scale` of the image resized (bilinear, antialiased when smaller)
+    to `scale` of the image: pixel centres map exactly, the size rounds down but never a
+    pixel short of `scale` × the image's (the factors are nudged up by a millionth)."""
+    factors = tuple(feature_scale * s * (1 + 1e-6) for s in scale)
+    return torch.nn.functional.interpolate(
+        features, scale_factor=factors, mode="bilinear", antialias=min(factors) < 1,
+        recompute_scale_factor=False,
+    )  # fmt: skip
+
+
+def save_decoder(thumbnails: ThumbnailDecoder, path: Path, notes: str = "") -> None:
+    """Write a fine-tuned thumbnail decoder's tuned weights as a safetensors file (atomically)."""
+    state = thumbnails.stage.state_dict()
+    tensors = {k: v.detach().cpu().float().contiguous() for k, v in state.items()}
+    model = thumbnails.model
     metadata = {
         "format": FORMAT,
-        "family": decoder.family,
-        "decoder": decoder.rounded_fingerprints[1].hex(),
+        "family": model.family,
+        "decoder": model.rounded_fingerprints[1].hex(),
         "notes": notes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, save(tensors, metadata=metadata))
 
 
-def read_stage(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """A stage file's weights and the decoder fingerprint they were tuned for."""
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A thumbnail decoder file's weights and the decoder fingerprint they were tuned for."""
     try:
         with safe_open(str(path), "pt") as file:
             meta = file.metadata() or {}
@@ -64,38 +125,24 @@ def read_stage(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def thumbnail_decoder_for(
     setting: str, decoder: LatentAutoencoder, folder: Path = THUMBNAIL_DECODERS
-) -> LatentAutoencoder | None:
+) -> ThumbnailDecoder | None:
     """The thumbnail decoder `LATENT_GALLERY_THUMBNAIL_DECODER` asks for: none (`off`), the
-    decoder's proxy with the stage in `folder` tuned for it if there is one (`auto`), or with
-    the stage in a file, which must be tuned for it."""
+    one in `folder` tuned for the decoder if there is one (`auto`), or the one in a file, which
+    must be tuned for it."""
     if setting == "off":
         return None
     wanted = decoder.rounded_fingerprints[1].hex()
     if setting != "auto":
-        state, tuned_for = read_stage(Path(setting))
+        state, tuned_for = read_weights(Path(setting))
         if tuned_for != wanted:
             raise ModelLoadError(
                 f"{setting} was tuned for another decoder ({tuned_for}; {decoder.name} is "
                 f"{wanted}): tune one with python -m codec.train_thumbnail_decoder, or set "
                 "LATENT_GALLERY_THUMBNAIL_DECODER=auto"
             )
-        return _with_stage(decoder, state)
+        return ThumbnailDecoder(decoder, state)
     for path in sorted(folder.glob("*.safetensors")):
-        state, tuned_for = read_stage(path)
+        state, tuned_for = read_weights(path)
         if tuned_for == wanted:
-            return _with_stage(decoder, state)
+            return ThumbnailDecoder(decoder, state)
     return None
-
-
-def _with_stage(decoder: LatentAutoencoder, state: dict[str, torch.Tensor]) -> LatentAutoencoder:
-    """The decoder's proxy with its last stage's weights replaced by `state`."""
-    proxy = decoder.proxy()
-    if proxy is None:
-        raise ModelLoadError(f"{decoder.family} decoders have no half-scale proxy to tune")
-    stage = proxy.last_stage()
-    try:
-        stage.load_state_dict({k: v.to(proxy.dtype) for k, v in state.items()})
-    except RuntimeError as error:
-        raise ModelLoadError(f"the thumbnail decoder's weights do not fit: {error}") from None
-    proxy.decoder_fingerprint = state_fingerprint(proxy.module, proxy.decoder_prefixes)
-    return proxy

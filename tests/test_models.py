@@ -111,7 +111,7 @@ def test_half_precision_overflow_falls_back_to_float32():
     model.module.half()
     model.dtype = torch.float16
     try:
-        out = model._run(model.decode_differentiable, torch.randn(1, 4, 4, 4))
+        out = model.run(model.decode_differentiable, torch.randn(1, 4, 4, 4))
     except RuntimeError as exc:
         pytest.skip(f"this torch build cannot run fp16 convolutions on CPU: {exc}")
     assert model.dtype == torch.float32

@@ -27,9 +27,9 @@ def gallery(make_app, tiny_codec, monkeypatch) -> tuple:
     decoded: list[int] = []
     decode = tiny_codec.decode_latents
 
-    def recording(latents: torch.Tensor, half_scale: bool = False) -> torch.Tensor:
+    def recording(latents: torch.Tensor, scale: tuple[float, float] | None = None) -> torch.Tensor:
         decoded.extend([latents.shape[-1] * 8] * len(latents))
-        return decode(latents, half_scale)
+        return decode(latents, scale)
 
     monkeypatch.setattr(tiny_codec, "decode_latents", recording)
     return make_app(), dict(zip(WIDTHS, ids, strict=True)), decoded

@@ -240,6 +240,20 @@ def test_healthz_once_the_models_are_loaded(client):
     assert "taesd" in response.get_json()["decoder"]
 
 
+def test_healthz_shows_the_encode_plan_once_the_first_encode_measured_it(make_app):
+    """Loading the models measures nothing (a restarted server's renders start at once); the
+    first encode at `auto` effort measures the plan."""
+    model = tiny_taesd()
+    app = make_app(CODEC=Codec(CodecSettings(effort="auto"), encoder=model, decoder=model))
+    client = app.test_client()
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.get_json()["encode_plan"] is None
+    upload(client)
+    wait_idle(app)
+    plan = client.get("/healthz").get_json()["encode_plan"]
+    assert plan["search"] in {"full", "proxy", "none"} and plan["seconds"]["encode"] > 0
+
+
 def test_healthz_503_names_the_cause_when_the_model_cannot_load(make_app, tmp_path, monkeypatch):
     missing = str(tmp_path / "no-weights")
     monkeypatch.setenv("LATENT_GALLERY_ENCODER", missing)

@@ -5,7 +5,7 @@ priorities: INTERACTIVE (a visitor waiting for a PNG) ahead of BACKGROUND (warmi
 upload or a start); a queued job that a visitor asks for moves up (`promote`). The thread
 takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` in all
 (`auto`: `auto_batch`, by the decoder's device), groups them by latent shape and scale (full,
-or half on the thumbnail decoder) and runs one `codec.decode_latents` pass per group of at
+or a thumbnail's on the thumbnail decoder) and runs one `codec.decode_latents` pass per group of at
 most `BATCH_PIXELS`. Background jobs go one per pass, when no visitor waits: background work
 never lengthens a visitor's pass, and a visitor who arrives waits for at most one background
 decode. A job whose deadline passed while it waited fails with `DeadlineError` instead;
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from codec import Codec, LatentFile
+from codec.images import thumbnail_size
 
 from .metrics import Metrics
 from .unavailable import DeadlineError, ModelUnavailableError, QueueFullError
@@ -58,15 +59,29 @@ class Priority(IntEnum):
 
 @dataclass(eq=False)
 class DecodeJob:
-    """One latent to decode; `future` gets its pixels `(3, H, W)` in [0, 1], cropped (at half
-    scale: `(3, ⌈H/2⌉, ⌈W/2⌉)`)."""
+    """One latent to decode; `future` gets its pixels `(3, H, W)` in [0, 1], cropped to the
+    image, or with `width` to its thumbnail of that width, decoded straight to that size."""
 
     header: LatentFile
     latent: np.ndarray = field(repr=False)
     priority: Priority
     deadline: float | None
-    half_scale: bool = False
+    width: int | None = None
     future: Future[torch.Tensor] = field(default_factory=Future, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the pixels the job's future gets."""
+        width, height = self.header.width, self.header.height
+        return (width, height) if self.width is None else thumbnail_size(width, height, self.width)
+
+    @property
+    def scale(self) -> tuple[float, float] | None:
+        """(vertical, horizontal) scale of a thumbnail to the image; None for the full size."""
+        if self.width is None:
+            return None
+        width, height = self.size
+        return height / self.header.height, width / self.header.width
 
 
 class JobQueue:
@@ -179,11 +194,11 @@ class DecodeBatcher:
         priority: Priority,
         deadline: float | None,
         *,
-        half_scale: bool = False,
+        width: int | None = None,
     ) -> DecodeJob:
-        """Queue a latent for decoding, at half scale on the thumbnail decoder if asked
-        (`QueueFullError` if the queue is full)."""
-        job = DecodeJob(header, latent, priority, deadline, half_scale)
+        """Queue a latent for decoding, with `width` straight to that thumbnail width on the
+        thumbnail decoder (`QueueFullError` if the queue is full)."""
+        job = DecodeJob(header, latent, priority, deadline, width)
         self._queue.put(job)
         return job
 
@@ -203,20 +218,20 @@ class DecodeBatcher:
 
     def _decode(self, batch: list[DecodeJob]) -> None:
         now = time.monotonic()
-        groups: dict[tuple[tuple[int, ...], bool], list[DecodeJob]] = {}
+        groups: dict[tuple[tuple[int, ...], tuple[float, float] | None], list[DecodeJob]] = {}
         for job in batch:
             if job.deadline is not None and job.deadline < now:
                 job.future.set_exception(
                     DeadlineError("the render waited in the queue past its deadline")
                 )
             else:
-                groups.setdefault((job.latent.shape, job.half_scale), []).append(job)
+                groups.setdefault((job.latent.shape, job.scale), []).append(job)
         if not groups:
             return
         codec = self._codec()
         self._most = self.batch or auto_batch(codec.decoder.device)
-        for (shape, half_scale), jobs in groups.items():
-            size = _batch_for(codec, shape, half_scale)
+        for (shape, scale), jobs in groups.items():
+            size = _batch_for(codec, shape, scale is not None)
             for i in range(0, len(jobs), size):
                 self._forward(codec, jobs[i : i + size])
 
@@ -225,10 +240,10 @@ class DecodeBatcher:
         error."""
         start = time.perf_counter()
         self.decoding = len(jobs)
-        half_scale = jobs[0].half_scale
+        scale = jobs[0].scale
         try:
             latents = torch.from_numpy(np.stack([job.latent for job in jobs]))
-            pixels = codec.decode_latents(latents, half_scale)
+            pixels = codec.decode_latents(latents, scale)
         except Exception as exc:
             log.exception("decoding %d latents failed", len(jobs))
             for job in jobs:
@@ -239,19 +254,18 @@ class DecodeBatcher:
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
         self.metrics.batch_size.observe(len(jobs))
         self.metrics.decodes.inc(len(jobs))
-        if half_scale:
-            self.metrics.half_scale_decodes.inc(len(jobs))
-        shrink = 2 if half_scale else 1
+        if scale is not None:
+            self.metrics.thumbnail_decodes.inc(len(jobs))
         for row, job in enumerate(jobs):
-            height, width = -(-job.header.height // shrink), -(-job.header.width // shrink)
+            width, height = job.size
             job.future.set_result(pixels[row, :, :height, :width])
 
 
-def _batch_for(codec: Codec, shape: tuple[int, ...], half_scale: bool = False) -> int:
+def _batch_for(codec: Codec, shape: tuple[int, ...], thumbnail: bool = False) -> int:
     """Latents of `shape` decoded in one forward pass: at most `BATCH_PIXELS` pixels of them
-    (of one tile each, for latents larger than the decoder's tile; a quarter as many at half
-    scale)."""
+    (of one tile each, for latents larger than the decoder's tile; a quarter as many for a
+    thumbnail, whose features are at 1/4 scale and images at most 1/2)."""
     scale = codec.decoder.space.downscale
     tile = codec.settings.tile
     pixels = min(shape[-2] * scale, tile) * min(shape[-1] * scale, tile)
-    return max(1, BATCH_PIXELS // (pixels // 4 if half_scale else pixels))
+    return max(1, BATCH_PIXELS // (pixels // 4 if thumbnail else pixels))

@@ -14,7 +14,9 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
     """200 once the models are loaded (loading them on first call, or retrying a failed load
-    when its backoff is over); 503 naming the cause."""
+    when its backoff is over), with the encode plan once the first encode has measured it
+    (null before: measured at load, it held a restarted server's first renders back); 503
+    naming the cause."""
     renderer = get_renderer()
     try:
         codec = renderer.require_codec()
@@ -26,7 +28,7 @@ def healthz() -> tuple[dict, int]:
         "decoder": codec.decoder.describe(),
         "method": codec.settings.method,
         "correction": codec.correction is not None,
-        "encode_plan": codec.plan.as_dict(),
+        "encode_plan": plan.as_dict() if (plan := codec.measured_plan) else None,
         "queue_depth": renderer.queue_depth,
         "cache_bytes": renderer.cache.bytes,
     }, 200

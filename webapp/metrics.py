@@ -14,9 +14,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.decodes = Counter("latent_gallery_decodes", "Images decoded by the model", registry=r)
-        self.half_scale_decodes = Counter(
-            "latent_gallery_half_scale_decodes",
-            "Of those, images decoded at half scale by the thumbnail decoder", registry=r,
+        self.thumbnail_decodes = Counter(
+            "latent_gallery_thumbnail_decodes",
+            "Of those, thumbnails decoded by the thumbnail decoder", registry=r,
         )  # fmt: skip
         self.decode_seconds = Histogram(
             "latent_gallery_decode_seconds", "Seconds per decoder forward pass (one batch)",

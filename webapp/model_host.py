@@ -78,7 +78,6 @@ class ModelHost:
         try:
             codec = self._factory()
             codec.load()
-            codec.plan  # noqa: B018 (measures this machine once and logs the encode plan)
         except Exception as exc:  # any failure (bad weights, no network, out of memory) retries
             self.error = f"{type(exc).__name__}: {exc}"
             self.retry_at = self._clock() + self._backoff

@@ -23,6 +23,8 @@ from flask import (
 )
 from werkzeug.exceptions import BadRequest
 
+from codec.images import thumbnail_size
+
 from .media import ONE_YEAR, png_url
 from .png import THUMB_WIDTHS
 from .security import limit_uploads
@@ -150,8 +152,7 @@ def utc(timestamp: float) -> datetime:
 @bp.app_template_filter()
 def thumb_size(record: ImageRecord) -> tuple[int, int]:
     """The (width, height) of an image's `THUMB_WIDTH` thumbnail."""
-    width = min(THUMB_WIDTH, record.width)
-    return width, max(1, round(record.height * width / record.width))
+    return thumbnail_size(record.width, record.height, min(THUMB_WIDTH, record.width))
 
 
 @bp.app_template_filter()

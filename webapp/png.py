@@ -14,6 +14,8 @@ import io
 
 from PIL import Image
 
+from codec.images import thumbnail_size
+
 THUMB_WIDTHS = (256, 512)
 PNG_COMPRESS_LEVEL = 1  # 3x faster than the default 6 for ~5% more bytes on decoded photos
 
@@ -43,8 +45,8 @@ def decode_png(data: bytes) -> Image.Image:
 
 def thumbnail(image: Image.Image, width: int) -> Image.Image:
     """The full-size image scaled to `width` (aspect kept), Lanczos: the one thumbnail step."""
-    height = max(1, round(image.height * width / image.width))
-    return image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    size = thumbnail_size(image.width, image.height, width)
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
 def rendered_bytes(width: int, height: int) -> int:

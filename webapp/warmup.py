@@ -53,7 +53,7 @@ def warm_previews(app: Flask) -> list[str]:
 
 def warm_newest_page(app: Flask) -> list[str]:
     """Queue the newest page's renders that fit in the cache, the gallery's thumbnails of all
-    of them first (with a thumbnail decoder, each a half-scale decode); the ids queued."""
+    of them first (with a thumbnail decoder, each decoded straight to its size); the ids queued."""
     renderer = get_renderer(app)
     with app.app_context():
         records, _ = get_store().list_images(PAGE_SIZE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -86,7 +86,7 @@ class LatentAutoencoder:
         CPUs with native bfloat16 kernels, and many times slower on those without."""
         if dtype == self.dtype:
             return self
-        return self._channels_last_copy(dtype)
+        return self.copy(dtype)
 
     def proxy(self) -> LatentAutoencoder | None:
         """A search model about half as costly as the decoder whose images approximate the
@@ -103,8 +103,19 @@ class LatentAutoencoder:
         stage's input, at half scale (with autograd; only families with a proxy)."""
         raise NotImplementedError
 
-    def _channels_last_copy(self, dtype: torch.dtype) -> LatentAutoencoder:
-        """A copy of this model in `dtype` and channels-last memory, with its own lock."""
+    def thumbnail_parts(
+        self,
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Sequential] | None:
+        """The decoder split for `codec.thumbnail_decoder` (its layers, shared, not copied):
+        latents to features at 1/4 scale, and the rest without the last 2× upsample, which
+        renders those features resized to a thumbnail's size; None where the family has no
+        such split."""
+        return None
+
+    def copy(self, dtype: torch.dtype | None = None) -> LatentAutoencoder:
+        """A copy of this model in `dtype` (by default its own) and channels-last memory, with
+        its own lock."""
+        dtype = dtype or self.dtype
         with self._lock:
             twin = copy.copy(self)
             twin.module = copy.deepcopy(self.module).to(dtype)
@@ -123,13 +134,16 @@ class LatentAutoencoder:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Scaled float32 latents (on the CPU) of float images in [0, 1]."""
-        return self._run(self.encode_differentiable, images)
+        return self.run(self.encode_differentiable, images)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Float32 images in [0, 1] (on the CPU) of scaled latents."""
-        return self._run(self.decode_differentiable, latents).clamp(0, 1)
+        return self.run(self.decode_differentiable, latents).clamp(0, 1)
 
-    def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
+    def run(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """`fn(x)` under the lock and inference mode, `x` moved to the model's device and
+        dtype (on a non-finite half-precision result, again in float32, for good); float32 on
+        the CPU."""
         with self._lock, torch.inference_mode():
             out = fn(x.to(self.device, self.dtype))
             if self.dtype != torch.float32 and not torch.isfinite(out).all():
