@@ -46,11 +46,13 @@ class ThumbnailDecoder:
     def __init__(
         self, decoder: LatentAutoencoder, state: dict[str, torch.Tensor] | None = None
     ) -> None:
+        if decoder.thumbnail_parts() is None:
+            raise ModelLoadError(
+                f"{decoder.family} decoders have no thumbnail decoder (TAESD's have): tune one "
+                "with LATENT_GALLERY_DECODER set to a TAESD"
+            )
         self.model = decoder.copy()
-        parts = self.model.thumbnail_parts()
-        if parts is None:
-            raise ModelLoadError(f"{decoder.family} decoders have no thumbnail decoder")
-        self.features, self.stage = parts
+        self.features, self.stage = self.model.thumbnail_parts()
         if state is not None:
             try:
                 self.stage.load_state_dict({k: v.to(self.model.dtype) for k, v in state.items()})

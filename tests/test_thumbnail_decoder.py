@@ -22,9 +22,11 @@ from codec.thumbnail_decoder import (
     thumbnail_decoder_for,
 )
 from codec.train_thumbnail_decoder import distillation_pairs, main, resize_image, train
-from tests.conftest import metric, noise, png_bytes, upload, wait_idle
+from tests.conftest import metric, noise, png_bytes, upload, wait_idle, wait_until
 from tests.shared import kodak_path, taesd_path
-from tests.tiny_models import tiny_taesd
+from tests.tiny_models import tiny_kl, tiny_taesd
+from webapp.decode_batcher import DecodeBatcher, Priority
+from webapp.metrics import Metrics
 from webapp.png import thumbnail
 from webapp.render import get_renderer
 
@@ -105,11 +107,38 @@ def test_codec_decodes_thumbnails_only_with_a_thumbnail_decoder(tuned):
         Codec(CodecSettings(thumbnail_decoder="sometimes"))
 
 
-def test_bad_thumbnail_decoder_files(tmp_path):
+def test_thumbnails_of_one_latent_shape_but_other_image_sizes_decode_apart(tuned):
+    """600x400 and 596x396 photos have 75x50 latents, but their 256-px thumbnails are 171
+    and 170 high (other scales): one pass each, each its own size."""
+    model = tiny_taesd(0)
+    codec = Codec(CodecSettings(effort="0", thumbnail_decoder=str(tuned)), encoder=model,
+                  decoder=model)  # fmt: skip
+    files = [codec.unpack(codec.encode(png_bytes(w, h))) for w, h in ((600, 400), (596, 396))]
+    assert files[0][1].shape == files[1][1].shape
+    batcher = DecodeBatcher(lambda: codec, Metrics(), queue_size=4, batch=8)
+    try:
+        with codec.thumbnail_decoder.model.exclusive():
+            blocker = batcher.submit(*files[0], Priority.INTERACTIVE, None, width=128)
+            wait_until(lambda: batcher.decoding == 1)
+            jobs = [batcher.submit(*f, Priority.INTERACTIVE, None, width=256) for f in files]
+        assert blocker.future.result(timeout=30).shape == (3, 85, 128)
+        assert [job.future.result(timeout=30).shape for job in jobs] == [
+            (3, 171, 256),
+            (3, 170, 256),
+        ]
+    finally:
+        batcher.close(timeout=30)
+    samples = {s.name: s.value for s in batcher.metrics.batch_size.collect()[0].samples}
+    assert samples["latent_gallery_decode_batch_size_count"] == 3
+
+
+def test_bad_thumbnail_decoder_files_and_decoders(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match="not a thumbnail decoder file"):
         read_weights(junk)
+    with pytest.raises(ModelLoadError, match="kl decoders have no thumbnail decoder"):
+        ThumbnailDecoder(tiny_kl())
 
 
 def test_tuning_usage_errors(env, tmp_path, capsys):
