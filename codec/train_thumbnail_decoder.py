@@ -1,6 +1,6 @@
 """Fine-tune the thumbnail decoder (`codec.thumbnail_decoder`) on photos.
 
-    python -m codec.train_thumbnail_decoder --images DIR_OR_FILE [...] [--steps 1500] [--out FILE]
+    python -m codec.train_thumbnail_decoder --images DIR_OR_FILE [...] [--steps 3000] [--out FILE]
 
 The models come from `LATENT_GALLERY_ENCODER` / `LATENT_GALLERY_DECODER`. Each photo (and a
 half-size copy) is encoded and coded as an upload is; the input is the decoder's 1/4-scale
@@ -50,10 +50,10 @@ def train(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
     thumbnails: ThumbnailDecoder,
     *,
-    steps: int = 1500,
+    steps: int = 3000,
     batch: int = 8,
     crop: int = 48,
-    lr: float = 1e-4,
+    lr: float = 2e-4,
     seed: int = 0,
 ) -> None:
     """Fine-tune `thumbnails`' layers after the features, in float32, on `pairs` by Adam with
@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = fitting_parser(
         "train_thumbnail_decoder", __doc__, f"{THUMBNAIL_DECODERS}/<decoder>.safetensors"
     )
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8, help="crops per step")
     parser.add_argument("--crop", type=int, default=48, help="crop side in 1/4-scale features")
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's starting rate")
+    parser.add_argument("--lr", type=float, default=2e-4, help="Adam's starting rate")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
