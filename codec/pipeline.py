@@ -373,7 +373,7 @@ class Codec:
         self, latents: torch.Tensor, scale: tuple[float, float] | None = None
     ) -> torch.Tensor:
         """Images `(B, 3, 8H, 8W)` in [0, 1] of scaled latents `(B, 4, H, W)`, tiled if large;
-        with `scale` (vertical, horizontal; each at most 1/2), the thumbnail decoder's images
+        with `scale` (vertical, horizontal; up to about 1/2), the thumbnail decoder's images
         at that scale of the full size, at least ⌊`scale` × 8H⌋ by ⌊`scale` × 8W⌋ pixels
         (`ValueError` if there is none)."""
         tile = self.settings.tile // self.decoder.space.downscale

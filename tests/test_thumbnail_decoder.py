@@ -58,8 +58,6 @@ def test_tuning_writes_a_thumbnail_decoder_for_its_decoder_only(tuned):
     assert thumbs.decode(latents, (0.5, 0.5), 64, 16).shape == (1, 3, 20, 28)  # of 40 x 56
     assert thumbs.decode(latents, (0.25, 1 / 3), 64, 16).shape == (1, 3, 10, 18)  # 18.7 wide
     assert model.decode(latents).shape == (1, 3, 40, 56)  # the decoder itself is untouched
-    with pytest.raises(ValueError, match="scales up to 1/2"):
-        thumbs.decode(latents, (0.5, 0.6), 64, 16)
 
 
 def test_tuning_fits_the_full_decode_resized(env, tmp_path):
@@ -187,6 +185,23 @@ def test_gallery_thumbnails_decode_straight_to_their_size_and_nothing_else_does(
     assert get_renderer(warmed).cache.get((image["id"], 256)) is not None
     plain = make_app(CODEC=Codec(CodecSettings(effort="0"), encoder=model, decoder=model))
     assert get_renderer(plain).version != renderer.version  # the URLs name its weights too
+
+
+def test_thumbnails_whose_height_rounds_over_half_the_image(make_app, tuned):
+    """A 256-px thumbnail of a 512x343 image is 172 high (171.5 rounded), of a 600x1 one 1
+    high: scales just over 1/2, and 1, from the thumbnail decoder all the same."""
+    model = tiny_taesd(0)
+    codec = Codec(CodecSettings(effort="0", thumbnail_decoder=str(tuned)), encoder=model,
+                  decoder=model)  # fmt: skip
+    client = make_app(CODEC=codec).test_client()
+    for (width, height), size in (((512, 343), (256, 172)), ((600, 1), (256, 1))):
+        image = upload(client, png_bytes(width, height))
+        wait_idle(client.application)
+        get_renderer(client.application).cache.discard_where(lambda key: True)
+        small = client.get(f"/i/{image['id']}.png?w=256")
+        assert small.status_code == 200
+        assert Image.open(io.BytesIO(small.data)).size == size
+    assert decode_counts(client)[1] == 2
 
 
 @pytest.mark.shared
