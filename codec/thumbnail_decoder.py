@@ -65,29 +65,30 @@ class ThumbnailDecoder:
     def render(self, features: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
         """Images at `scale` (vertical, horizontal; of the full decode's size) of features,
         with autograd: ⌊`scale` × the full size⌋ pixels or one more, which a caller crops."""
-        return self.stage(resize_features(features, scale, self.FEATURE_SCALE))
+        factors = (self.FEATURE_SCALE * scale[0], self.FEATURE_SCALE * scale[1])
+        return self.stage(resize(features, factors))
 
     def decode(
         self, latents: torch.Tensor, scale: tuple[float, float], tile: int, overlap: int
     ) -> torch.Tensor:
         """Float32 images in [0, 1] on the CPU of scaled latents at `scale` (tuned for scales
         up to 1/2: a thumbnail's height can round a little over); the features computed in
-        tiles of `tile` latent pixels for large latents."""
-        model = self.model
-        grow = model.space.downscale / self.FEATURE_SCALE
-        features = run_tiled(lambda z: model.run(self.features, z), latents, tile, overlap, grow)
-        return model.run(lambda f: self.render(f, scale), features).clamp(0, 1)
+        tiles of `tile` latent pixels for large latents, all on the model's device."""
+        grow = self.model.space.downscale / self.FEATURE_SCALE
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            return self.render(run_tiled(self.features, z, tile, overlap, grow), scale)
+
+        return self.model.run(decode, latents).clamp(0, 1)
 
 
-def resize_features(
-    features: torch.Tensor, scale: tuple[float, float], feature_scale: float
-) -> torch.Tensor:
-    """Features at 1/`feature_scale` of the image resized (bilinear, antialiased when smaller)
-    to `scale` of the image: pixel centres map exactly, the size rounds down but never a
-    pixel short of `scale` × the image's (the factors are nudged up by a millionth)."""
-    factors = tuple(feature_scale * s * (1 + 1e-6) for s in scale)
+def resize(x: torch.Tensor, factors: tuple[float, float], mode: str = "bilinear") -> torch.Tensor:
+    """`x` resized by `factors` (vertical, horizontal; antialiased when shrinking): pixel
+    centres map exactly, the size rounds down but is never a pixel short of `factors` × `x`'s
+    (the factors are nudged up by a millionth)."""
+    nudged = tuple(f * (1 + 1e-6) for f in factors)
     return torch.nn.functional.interpolate(
-        features, scale_factor=factors, mode="bilinear", antialias=min(factors) < 1,
+        x, scale_factor=nudged, mode=mode, antialias=min(nudged) < 1,
         recompute_scale_factor=False,
     )  # fmt: skip
 

@@ -44,7 +44,8 @@ def run_tiled(
     """Apply `fn` (which scales H and W by `scale`) to `x` `(B, C, H, W)` tile by tile.
 
     Inputs no larger than `tile` go through `fn` whole, so small images are exact. The
-    overlap is capped at half a tile.
+    overlap is capped at half a tile. Tiles are blended in float32 on `fn`'s device; the
+    result has `fn`'s dtype.
     """
     height, width = x.shape[-2:]
     if height <= tile and width <= tile:
@@ -57,13 +58,13 @@ def run_tiled(
             part = fn(x[..., y : y + tile, x0 : x0 + tile])
             if out is None:
                 out_h, out_w = round(height * scale), round(width * scale)
-                out = torch.zeros(*part.shape[:2], out_h, out_w)
-                weights = torch.zeros(out_h, out_w)
+                out = torch.zeros(*part.shape[:2], out_h, out_w, device=part.device)
+                weights = torch.zeros(out_h, out_w, device=part.device)
             ph, pw = part.shape[-2:]
             oy, ox, ov = round(y * scale), round(x0 * scale), round(overlap * scale)
             mask = torch.outer(
                 _ramp(ph, ov, y == ys[0], y == ys[-1]), _ramp(pw, ov, x0 == xs[0], x0 == xs[-1])
-            )
+            ).to(part.device)
             out[..., oy : oy + ph, ox : ox + pw] += part * mask
             weights[oy : oy + ph, ox : ox + pw] += mask
-    return out / weights
+    return (out / weights).to(part.dtype)

@@ -24,7 +24,7 @@ import torch
 from .fit_preview import stored_latents
 from .fitting import descend, fitting_parser, run_fitting
 from .pipeline import Codec
-from .thumbnail_decoder import THUMBNAIL_DECODERS, ThumbnailDecoder, save_decoder
+from .thumbnail_decoder import THUMBNAIL_DECODERS, ThumbnailDecoder, resize, save_decoder
 
 MARGIN = 6  # thumbnail pixels at each crop border left out of the loss
 SCALES = (1 / 6, 1 / 2)  # the range each step's scale is drawn from
@@ -67,7 +67,7 @@ def train(
     torch.manual_seed(seed)
     stage = thumbnails.stage.float().train().requires_grad_(True)
     generator = np.random.default_rng(seed)
-    m, side = MARGIN, crop * factor
+    m, side, device = MARGIN, crop * factor, thumbnails.model.device
     low, high = np.log(SCALES)
 
     def loss() -> torch.Tensor:
@@ -82,23 +82,14 @@ def train(
             targets.append(
                 target[:, factor * y : factor * y + side, factor * x : factor * x + side]
             )
-        out = thumbnails.render(
-            torch.stack(inputs).to(memory_format=torch.channels_last), (scale, scale)
-        )
-        wanted = resize_image(torch.stack(targets), scale)
+        inputs = torch.stack(inputs).to(device, memory_format=torch.channels_last)
+        out = thumbnails.render(inputs, (scale, scale))
+        wanted = resize(torch.stack(targets).to(device), (scale, scale), "bicubic")
         h, w = wanted.shape[-2:]
         return torch.mean((out[..., m : h - m, m : w - m] - wanted[..., m:-m, m:-m]) ** 2)
 
     descend(stage.parameters(), loss, steps, lr)
     stage.to(thumbnails.model.dtype).eval().requires_grad_(False)
-
-
-def resize_image(images: torch.Tensor, scale: float) -> torch.Tensor:
-    """Images resized by `scale` as `resize_features` maps pixels (bicubic, antialiased)."""
-    return torch.nn.functional.interpolate(
-        images, scale_factor=scale * (1 + 1e-6), mode="bicubic", antialias=True,
-        recompute_scale_factor=False,
-    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,9 +19,10 @@ from codec.thumbnail_decoder import (
     THUMBNAIL_DECODERS,
     ThumbnailDecoder,
     read_weights,
+    resize,
     thumbnail_decoder_for,
 )
-from codec.train_thumbnail_decoder import distillation_pairs, main, resize_image, train
+from codec.train_thumbnail_decoder import distillation_pairs, main, train
 from tests.conftest import metric, noise, png_bytes, upload, wait_idle, wait_until
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_kl, tiny_taesd
@@ -73,7 +74,7 @@ def test_tuning_fits_the_full_decode_resized(env, tmp_path):
         with torch.no_grad():
             total = 0.0
             for features, full in pairs:
-                target = resize_image(full[None], 1 / 3)
+                target = resize(full[None], (1 / 3, 1 / 3), "bicubic")
                 image = thumbs.render(features[None], (1 / 3, 1 / 3))
                 total += float(torch.mean((image - target) ** 2))
             return total

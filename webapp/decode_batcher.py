@@ -45,8 +45,8 @@ def auto_batch(device: torch.device) -> int:
     """Latents per forward pass by default: 8 on an accelerator, where a batch raises the
     throughput (an H100 in fp16: 4.7 ms a 768x512 decode alone, 3.2 ms each in fours); 1 on
     a CPU, where the convolutions already fill the cores at one image, so a batch only delays
-    its first image (2-core AVX-512 EPYC: 1.4 half-scale decodes/s alone, 1.2 in twos to
-    eights; full decodes 0.8/s against 0.6-0.7; `benchmarks.decode_speed`)."""
+    its first image (2-core AVX-512 EPYC: 2.8 thumbnail decodes/s alone, 2.7 in twos; full
+    decodes 0.8/s against 0.6-0.7 in twos to eights; `benchmarks.decode_speed`)."""
     return 1 if device.type == "cpu" else 8
 
 
