@@ -9,6 +9,8 @@ Seeds `--images` Kodak photos, then measures, each time from empty caches (nodes
 - then, all renders cached, `--clients` threads fetching cached PNGs through nginx for
   `--duration` seconds: requests/s and p50/p99 latency.
 Loopback only; the machine is named in the header. Prints a table (and writes `--json`).
+Requests come from many loopback addresses (127.1.x.y), as from many clients: nginx limits
+each client address (deploy/nginx.conf), and one address would be refused past its burst.
 """
 
 from __future__ import annotations
@@ -53,13 +55,22 @@ def restarted(nodes: list[Gunicorn]) -> Iterator[None]:
             node.stop()
 
 
+def client_address(client: int, request: int) -> str:
+    """The loopback address request `request` of client `client` is sent from: one in 254
+    per client, so that no address comes near nginx's per-address limits."""
+    return f"127.1.{client % 256}.{request % 254 + 1}"
+
+
 def fetch_all(targets: list[Gunicorn | Nginx], urls: list[str], repeats: int) -> None:
     """GET every URL `repeats` times (4 threads), the i-th request to `targets[i % n]`."""
     requests = [url for url in urls for _ in range(repeats)]
     random.Random(0).shuffle(requests)
-    pairs = zip(itertools.cycle(targets), requests, strict=False)
+
+    def get(number: int, target: Gunicorn | Nginx, url: str) -> int:
+        return target.request("GET", url, source=client_address(0, number))[0]
+
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda pair: pair[0].request("GET", pair[1])[0], pairs))
+        statuses = list(pool.map(get, itertools.count(), itertools.cycle(targets), requests))
     if set(statuses) != {200}:
         raise RuntimeError(f"statuses {sorted(set(statuses))}")
 
@@ -70,10 +81,11 @@ def cached_load(nginx: Nginx, urls: list[str], clients: int, duration: float) ->
     lock, end = threading.Lock(), time.monotonic() + duration
 
     def client(seed: int) -> None:
-        rng = random.Random(seed)
+        rng, sent = random.Random(seed), itertools.count()
         while time.monotonic() < end:
             start = time.perf_counter()
-            status = nginx.request("GET", rng.choice(urls))[0]
+            source = client_address(1 + seed, next(sent))
+            status = nginx.request("GET", rng.choice(urls), source=source)[0]
             elapsed = time.perf_counter() - start
             if status != 200:
                 raise RuntimeError(f"cached PNG answered {status}")
@@ -146,9 +158,10 @@ def measure(
     """Seed, then the two routing phases and the cached load; the figures."""
     with restarted(nodes):
         urls = []
-        for photo in photos:
+        for number, photo in enumerate(photos):
             body, headers = multipart([(photo, "kodak.png")])
-            status, _, answer = nginx.request("POST", "/api/images", body, headers)
+            source = client_address(0, number)
+            status, _, answer = nginx.request("POST", "/api/images", body, headers, source=source)
             if status != 201:
                 raise RuntimeError(f"seeding: {status} {answer[:300]!r}")
             png_url = json.loads(answer)["images"][0]["png_url"].removeprefix(nginx.url)

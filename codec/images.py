@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +19,7 @@ from .errors import ImageInputError
 register_heif_opener()
 Image.init()
 
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 50_000_000
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "HEIF")
 BACKGROUND = (255, 255, 255)
 _SRGB = ImageCms.createProfile("sRGB")
@@ -25,26 +27,55 @@ _SRGB = ImageCms.createProfile("sRGB")
 ImageSource = bytes | str | Path | BinaryIO
 
 
-def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(
+    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
     """Decode an untrusted image into 8-bit RGB, or raise `ImageInputError`.
 
     The format is decided by the bytes (allowlist `ALLOWED_FORMATS`), the size is checked
     against `max_pixels` before any pixel is decoded, the first frame of an animation is taken,
-    EXIF orientation is applied, and an embedded ICC profile is converted to sRGB.
+    EXIF orientation is applied, and an embedded ICC profile is converted to sRGB. With
+    `max_side`, an image longer than that is scaled down to it (`fit_within`; a JPEG is first
+    decoded at the smallest DCT scale that still covers it, for a fraction of the time).
     """
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with _decoding(max_pixels):
+        image = _open_checked(source, max_pixels)
+        size = image.size if max_side is None else fit_within(*image.size, max_side)
+        if size != image.size:
+            image.draft(None, size)
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    if image.width < 1 or image.height < 1:
+        raise ImageInputError("image has no pixels")
+    image = to_rgb(image)
+    if max_side is not None and max(image.size) > max_side:
+        image = image.resize(fit_within(*image.size, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def image_size(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an untrusted image read from its header alone (no pixel decoded),
+    or `ImageInputError` as `open_image` would raise for it (format, pixel limit)."""
+    with _decoding(max_pixels):
+        return _open_checked(source, max_pixels).size
+
+
+def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled down so that neither exceeds `side` (unchanged if none does)."""
+    scale = side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@contextmanager
+def _decoding(max_pixels: int) -> Iterator[None]:
+    """Turn what Pillow raises for a bad or oversized file into an `ImageInputError`."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(fp, formats=ALLOWED_FORMATS)
-            if image.width * image.height > max_pixels:
-                raise ImageInputError(
-                    f"image is {image.width}x{image.height} = {image.width * image.height:,} "
-                    f"pixels, over the limit of {max_pixels:,} pixels"
-                )
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            yield
         except ImageInputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -57,9 +88,18 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             ) from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ImageInputError(f"cannot decode image: {exc}") from None
-    if image.width < 1 or image.height < 1:
-        raise ImageInputError("image has no pixels")
-    return to_rgb(image)
+
+
+def _open_checked(source: ImageSource, max_pixels: int) -> Image.Image:
+    """The lazily opened image (header read) of an allowed format within `max_pixels`."""
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    image = Image.open(fp, formats=ALLOWED_FORMATS)
+    if image.width * image.height > max_pixels:
+        raise ImageInputError(
+            f"image is {image.width}x{image.height} = {image.width * image.height:,} "
+            f"pixels, over the limit of {max_pixels:,} pixels"
+        )
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -136,9 +136,10 @@ class Codec:
             if loaded and self._correction is _UNRESOLVED:
                 self._correction = correction_for(s.correction, self._encoder, self._decoder)
 
-    def open(self, source: ImageSource) -> Image.Image:
-        """Decode an untrusted image to RGB under this codec's pixel limit."""
-        return open_image(source, self.settings.max_pixels)
+    def open(self, source: ImageSource, max_side: int | None = None) -> Image.Image:
+        """Decode an untrusted image to RGB under this codec's pixel limit, scaled down to
+        `max_side` pixels on its longest side if it is longer."""
+        return open_image(source, self.settings.max_pixels, max_side)
 
     def latent_of(self, image: Image.Image) -> np.ndarray:
         """The float32 scaled latent `(4, ceil(H/8), ceil(W/8))` of an RGB image."""

@@ -72,6 +72,7 @@ def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]
             "DATA": tmp_path / "data",
             "UPLOAD_RATE": UNLIMITED_UPLOADS,
             "UPLOAD_WAIT": TEST_UPLOAD_WAIT,
+            "BASE_URL": "http://localhost",  # the test client's origin
             **settings,
         }
         apps.append(create_app(config))
@@ -209,12 +210,12 @@ def snapshot(app: Flask) -> tuple[list[str], list[tuple]]:
 
 def assert_consistent(data: Path, database: str = "", storage: str = "") -> set[str]:
     """Assert that a store (by default the data folder's SQLite file and latents folder) is
-    consistent: every row has its latent file, every file its row, no temp file is left;
-    returns the ids stored."""
+    consistent: every row has its latent file, every file its row, no temp file is left (the
+    store marker aside); returns the ids stored."""
     store = ImageStore.open(data, database, storage)
     try:
         ids = store.metadata.ids()
-        files = {name for name, _ in store.blobs.names()}
+        files = {name for name, _ in store.blob_names()}
     finally:
         store.metadata.close()
     assert files == {f"{image_id}.sdz" for image_id in ids}, (sorted(files), sorted(ids))

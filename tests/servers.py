@@ -74,9 +74,15 @@ class HttpEndpoint:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = REQUEST_S,
+        source: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request on a fresh connection: status, headers, body."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        """One request on a fresh connection: status, headers, body. `source`: the local
+        address to send from (any of 127.0.0.0/8: another client, to nginx's per-address limits).
+        """
+        address = (source, 0) if source else None
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=timeout, source_address=address
+        )
         try:
             connection.request(method, path, body=body, headers=dict(headers or {}))
             response = connection.getresponse()

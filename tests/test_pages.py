@@ -178,28 +178,35 @@ def test_missing_image_gets_a_friendly_404_page(client):
     assert "404" in html and "Back to the gallery" in html
 
 
-def test_no_js_upload_form_redirects_to_the_image_and_shows_its_key(client):
+def test_no_js_upload_shows_its_key_once_on_an_uncached_page_and_never_in_a_cookie(client):
     token = csrf_token(client)
     response = client.post(
         "/upload", data={"csrf_token": token, "file": (io.BytesIO(png_bytes()), "a.png")}
     )
     assert response.status_code == 303
-    image_id = response.headers["Location"].rsplit("/", 1)[-1]
-    html = client.get(f"/i/{image_id}").get_data(as_text=True)
-    (key,) = re.findall(rf'data-image-id="{image_id}" data-delete-key="([^"]+)"', html)
+    assert response.headers["Location"].startswith("/uploaded?job=")
+    cookies = " ".join(response.headers.getlist("Set-Cookie"))
+    result = client.get(response.headers["Location"])
+    assert result.headers["Cache-Control"] == "no-store"
+    html = result.get_data(as_text=True)
+    ((image_id, key),) = re.findall(r'data-image-id="([^"]+)" data-delete-key="([^"]+)"', html)
+    assert key not in cookies + " ".join(result.headers.getlist("Set-Cookie"))
+    assert f'href="/i/{image_id}"' in html
+    assert "data-delete-key" not in client.get(response.headers["Location"]).get_data(as_text=True)
     deleted = client.delete(
         f"/api/images/{image_id}", headers={"X-Delete-Key": key, "X-CSRF-Token": token}
     )
     assert deleted.status_code == 204
-    assert "data-delete-key" not in client.get("/").get_data(as_text=True)  # shown once
 
 
-def test_no_js_upload_of_several_files_goes_to_the_gallery(client):
+def test_no_js_upload_of_several_files_lists_each_with_its_key(client):
     files = [(io.BytesIO(png_bytes(seed=s)), f"{s}.png") for s in range(2)]
     response = client.post("/upload", data={"csrf_token": csrf_token(client), "file": files})
     assert response.status_code == 303
-    assert response.headers["Location"] == "/"
-    assert len(card_ids(client.get("/").get_data(as_text=True))) == 2
+    html = client.get(response.headers["Location"]).get_data(as_text=True)
+    keys = dict(re.findall(r'data-image-id="([^"]+)" data-delete-key="([^"]+)"', html))
+    assert sorted(keys) == sorted(card_ids(client.get("/").get_data(as_text=True)))
+    assert len(keys) == 2
 
 
 def test_no_js_upload_errors_are_html_pages(client):

@@ -3,7 +3,10 @@ the same behaviour from each, so the single-node default and the scale-out setup
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +16,11 @@ import pytest
 from tests.conftest import Backend, assert_consistent, data_files, png_bytes, upload, wait_idle
 from webapp.blobs import BlobExistsError
 from webapp.cli import main
-from webapp.storage import ImageStore
+from webapp.metadata import MetadataStore
+from webapp.storage import STORE_MARKER, ImageStore, StoreOwnershipError
+
+NOT_OURS = r"has no Latent Gallery store marker matching this database"
+FOREIGN = ["notes.txt", "photo.jpg", f"{'C' * 22}.sdz"]  # another program's (one named like ours)
 
 
 def fill(store: ImageStore, count: int) -> list[tuple[str, str, bytes]]:
@@ -98,8 +105,61 @@ def test_repair_leaves_young_orphans_to_the_grace_period(store):
 
     counts = store.repair(grace=0)
     assert counts == {"temp_files": 0, "orphan_files": 1, "orphan_rows": 0, "young_kept": 0}
-    assert sorted(name for name, _ in store.blobs.names()) == [f"{kept[0]}.sdz"]
+    assert sorted(name for name, _ in store.blob_names()) == [f"{kept[0]}.sdz"]
     assert store.read_latent(kept[0]) == kept[2]
+    assert store.blobs.get(STORE_MARKER) == store.store_id().encode()  # never an orphan
+
+
+def other_database(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a second database on the backend, migrated."""
+    if backend.name == "folder+sqlite":
+        return f"sqlite:///{tmp_path / 'other' / 'gallery.sqlite3'}"
+    url = request.getfixturevalue("postgres").create_database(f"e{secrets.token_hex(8)}")
+    metadata = MetadataStore(url)
+    metadata.upgrade()
+    metadata.close()
+    return url
+
+
+def test_repair_refuses_another_programs_files_and_deletes_nothing(backend, tmp_path):
+    store = backend.open(tmp_path / "data")
+    for name in FOREIGN:
+        store.blobs.put(name, b"not a latent of ours")
+    store.prepare()  # a new database: a folder or prefix holding files is not marked
+    with pytest.raises(StoreOwnershipError, match=rf"^refusing to repair: .*{NOT_OURS} \(it has"):
+        store.repair(grace=0)
+    assert sorted(name for name, _ in store.blobs.names()) == sorted(FOREIGN)
+    store.metadata.close()
+
+
+def test_repair_refuses_another_databases_store(backend, tmp_path, request):
+    gallery = backend.open(tmp_path / "data")
+    gallery.prepare()
+    latents = {f"{image_id}.sdz" for image_id, _, _ in fill(gallery, 2)}
+    other = ImageStore.open(
+        tmp_path / "data", other_database(backend, tmp_path, request), backend.storage
+    )
+    other.prepare()  # the marker there is the gallery's: left alone
+    with pytest.raises(StoreOwnershipError, match=rf"{NOT_OURS} \(its marker is another"):
+        other.repair(grace=0)
+    assert {name for name, _ in gallery.blob_names()} == latents
+    assert gallery.blobs.get(STORE_MARKER) == gallery.store_id().encode() != other.store_id()
+    for opened in (gallery, other):
+        opened.metadata.close()
+
+
+def test_a_store_from_before_markers_is_marked_by_its_latents(backend, tmp_path):
+    store = backend.open(tmp_path / "data")
+    store.metadata.upgrade()  # as `latent-gallery db upgrade` leaves it: no marker, no store id
+    [(image_id, _, _)] = fill(store, 1)
+    store.blobs.put(f"{'D' * 22}.sdz", b"an orphan")
+    with pytest.raises(StoreOwnershipError):
+        store.repair(grace=0)
+    store.prepare()
+    assert store.blobs.get(STORE_MARKER) == store.store_id().encode()
+    assert store.repair(grace=0)["orphan_files"] == 1
+    assert {name for name, _ in store.blob_names()} == {f"{image_id}.sdz"}
+    store.metadata.close()
 
 
 def test_the_secret_key_is_created_once_and_shared(backend, tmp_path):
@@ -191,11 +251,26 @@ def test_db_upgrade_and_repair_commands(backend, tmp_path, monkeypatch, capsys):
     assert "orphan files: 0" in capsys.readouterr().out
     assert main(["repair", "--grace", "0"]) == 0
     assert "orphan files: 1" in capsys.readouterr().out
-    assert {name for name, _ in store.blobs.names()} == {f"{image_id}.sdz"}
+    assert {name for name, _ in store.blob_names()} == {f"{image_id}.sdz"}
     with pytest.raises(SystemExit) as usage_error:
         main(["repair", "--grace", "-1"])
     assert usage_error.value.code == 2
     store.metadata.close()
+
+
+def test_repair_of_a_mistyped_storage_url_exits_1_with_one_line(backend, tmp_path, monkeypatch):
+    gallery = backend.open(tmp_path / "data")
+    gallery.prepare()
+    ids = {image_id for image_id, _, _ in fill(gallery, 2)}
+    elsewhere = f"{backend.storage}-elsewhere" if backend.storage else str(tmp_path / "elsewhere")
+    use(monkeypatch, tmp_path / "data", dataclasses.replace(backend, storage=elsewhere))
+    command = [sys.executable, "-m", "webapp.cli", "repair", "--grace", "0"]
+    repair = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert repair.returncode == 1, repair.stdout
+    assert repair.stderr.startswith(f"latent-gallery: error: refusing to repair: {elsewhere}")
+    assert NOT_OURS in repair.stderr and repair.stderr.count("\n") == 1
+    assert gallery.metadata.ids() == ids  # an empty folder or prefix: no row lost
+    gallery.metadata.close()
 
 
 def test_a_command_on_an_unreachable_database_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
@@ -224,6 +299,7 @@ def test_migrate_store_there_and_back_resumes_and_verifies(
     assert [r.id for r in target.list_images(10)[0]] == [i for i, _, _ in reversed(added)]
     assert all(target.read_latent(i) == latent for i, _, latent in added)
     assert target.secret_key() == secret
+    assert sum(target.repair(grace=0).values()) == 0  # the migration marked it: nothing to do
 
     # Resume: a run that stopped half-way (two images absent) finishes; nothing is copied twice.
     for image_id, key, _ in added[4:]:
@@ -253,6 +329,7 @@ def test_migrate_store_there_and_back_resumes_and_verifies(
     returned = local.open(back)
     assert [r.id for r in returned.list_images(10)[0]] == [i for i, _, _ in reversed(added)]
     assert all(returned.read_latent(i) == latent for i, _, latent in added)
+    assert sum(returned.repair(grace=0).values()) == 0
     assert assert_consistent(back) == {i for i, _, _ in added}
     for opened in (source, target, returned):
         opened.metadata.close()

@@ -180,7 +180,7 @@ def test_gallery_thumbnails_decode_straight_to_their_size_and_nothing_else_does(
     wait_idle(client.application)
     assert decode_counts(client) == (2, 1)
     warmed = make_app(CODEC=codec)  # another restart; warming asks for every size at once
-    get_renderer(warmed).warm(image["id"], 600)
+    get_renderer(warmed).warm(image["id"], (600, 400))
     wait_idle(warmed)
     assert decode_counts(warmed.test_client()) == (1, 0)  # thumbnails share the full decode
     assert get_renderer(warmed).cache.get((image["id"], 256)) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -66,7 +67,7 @@ def test_a_full_encode_queue_is_503_before_any_work_and_accepted_uploads_are_sto
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) > 0
         message = refused.get_json()["error"]["message"]
-        assert "nothing was stored" in message and "Too many uploads" not in message
+        assert "was not stored" in message and "Too many uploads" not in message
         assert snapshot(app) == before
         assert metric(client, "latent_gallery_encode_queue_depth") == 1
     assert (
@@ -119,13 +120,28 @@ def test_an_unknown_job_is_404_saying_the_upload_was_not_stored(client, job_id):
     assert "not stored" in message and "Send the file again" in message
 
 
-def test_a_bad_image_fails_its_job_and_its_status_url_gives_the_400(make_app):
+def test_a_file_that_is_no_image_is_refused_at_once_and_takes_no_place(make_app):
+    app = make_app(ENCODE_QUEUE=1)
+    client = app.test_client()
+    with encoder_held(app):  # the encode thread is busy with a first upload: the queue is full
+        post_images(client, (png_bytes(seed=1), "a.png"), query_string={"wait": 0})
+        text = (b"Just some text, honest.\n" * 40, "notes.jpg")
+        response = post_images(client, text, query_string={"wait": 0})
+        assert response.status_code == 400
+        assert "not an image in an allowed format" in response.get_json()["error"]["message"]
+    refusals = metric(client, "latent_gallery_rejected_requests_total", 'reason="encode_queue_full"')
+    assert refusals == 0
+
+
+def test_an_image_broken_past_its_header_fails_its_job_and_its_status_url_gives_the_400(
+    make_app,
+):
     app = make_app()
     client = app.test_client()
     with encoder_held(app):  # the encode thread is busy with a first upload
         post_images(client, (png_bytes(seed=1), "a.png"), query_string={"wait": 0})
-        text = (b"Just some text, honest.\n" * 40, "notes.jpg")
-        response = post_images(client, text, query_string={"wait": 0})
+        truncated = (png_bytes(seed=2)[:200], "cut.png")  # the size is read, the pixels are not
+        response = post_images(client, truncated, query_string={"wait": 0})
         assert response.status_code == 202
         [job] = response.get_json()["jobs"]
     failed = finished(client, job)
@@ -194,7 +210,7 @@ def test_upload_card_polls_while_encoding_then_becomes_the_image_card(make_app):
     )
 
 
-def test_no_js_form_with_an_upload_still_encoding_goes_to_the_gallery(make_app):
+def test_no_js_form_with_an_upload_still_encoding_says_so_and_shows_its_key_later(make_app):
     app = make_app(UPLOAD_WAIT=0.0)
     client = app.test_client()
     client.get("/")
@@ -204,9 +220,15 @@ def test_no_js_form_with_an_upload_still_encoding_goes_to_the_gallery(make_app):
         response = client.post(
             "/upload", data={"csrf_token": token, "file": (io.BytesIO(png_bytes()), "a.png")}
         )
-    assert response.status_code == 303 and response.headers["Location"] == "/"
-    page = client.get("/").get_data(as_text=True)
-    assert "a.png is still being encoded" in page
+        assert response.status_code == 303
+        result = response.headers["Location"]
+        assert result.startswith("/uploaded?job=")
+        page = client.get(result).get_data(as_text=True)
+        assert "a.png is still being encoded" in page and "data-delete-key" not in page
+    wait_until(lambda: metric(client, "latent_gallery_encode_queue_depth") == 0)
+    page = client.get(result).get_data(as_text=True)
+    assert len(re.findall(r'data-delete-key="[^"]+"', page)) == 1
+    assert "its key was shown before" in client.get(result).get_data(as_text=True)
 
 
 @pytest.mark.parametrize("effort", ["0", "1"])

@@ -14,6 +14,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from tests.conftest import encode, metric, noise, png_bytes, post_images, snapshot, upload
 from tests.servers import free_port
 from webapp.render import get_renderer
+from webapp.storage import STORE_MARKER
 
 IMAGE_FIELDS = {
     "id", "page_url", "png_url", "latent_url", "width", "height", "uploaded_bytes",
@@ -61,7 +62,7 @@ def test_upload_get_list_and_delete(client, app):
     assert client.get(f"/api/images/{image['id']}").status_code == 404
     assert client.get(f"/i/{image['id']}.png").status_code == 404
     assert client.get("/api/images").get_json()["images"] == []
-    assert snapshot(app) == (["gallery.sqlite3"], [])
+    assert snapshot(app) == (["gallery.sqlite3", f"latents/{STORE_MARKER}"], [])
 
 
 def test_several_files_per_post_with_per_file_errors(client):
@@ -133,7 +134,7 @@ def test_bad_uploads_are_400_and_change_nothing(client, app, make):
 
 def test_pixel_limit_message(client):
     message = post_images(client, (png_bomb(), "bomb.png")).get_json()["error"]["message"]
-    assert "over the limit of 40,000,000 pixels" in message
+    assert "over the limit of 50,000,000 pixels" in message
 
 
 def test_30_mb_upload_is_413_and_changes_nothing(client, app):
@@ -188,21 +189,37 @@ def test_api_clients_without_a_session_need_no_token_but_cross_site_browsers_are
     assert cross.status_code == 403
 
 
-def test_upload_rate_limit_is_429_with_retry_after(make_app):
-    client = make_app(UPLOAD_RATE=(2, 60.0)).test_client()
-    for _ in range(2):
-        assert post_images(client, (b"x", "a.png")).status_code == 400
-    response = post_images(client, (png_bytes(), "a.png"))
+def test_upload_rate_limit_counts_files_and_is_429_with_retry_after(make_app):
+    client = make_app(UPLOAD_RATE=(3, 60.0)).test_client()
+    assert post_images(client, (png_bytes(seed=1), "a.png")).status_code == 201
+    two = post_images(client, (png_bytes(seed=2), "b.png"), (png_bytes(seed=3), "c.png"))
+    assert two.status_code == 201 and len(two.get_json()["images"]) == 2
+    response = post_images(client, (png_bytes(seed=4), "d.png"))
     assert response.status_code == 429
     assert 1 <= int(response.headers["Retry-After"]) <= 60  # a moving window of 60 s
     assert response.get_json()["error"]["status"] == 429
+    assert "at most 3 files per 60 s" in response.get_json()["error"]["message"]
     assert metric(client, "latent_gallery_rejected_requests_total", 'reason="rate_limit"') == 1
+
+
+def test_upload_rate_limit_counts_megapixels_as_stored(make_app):
+    """A budget of 5 megapixels a minute: a 3000x2000 photo stored at 1500x1000 costs 2, so
+    two go in and the third is refused, naming the megapixel budget."""
+    client = make_app(UPLOAD_MEGAPIXELS=(5, 60.0), MAX_SIDE=1500).test_client()
+    photo = encode(noise(3000, 2000), "JPEG")
+    statuses = [post_images(client, (photo, f"{n}.jpg")).status_code for n in range(2)]
+    assert statuses == [201, 201]
+    refused = post_images(client, (photo, "2.jpg"))
+    assert refused.status_code == 429
+    assert "at most 5 megapixels per 60 s" in refused.get_json()["error"]["message"]
+    stored = client.get("/api/images").get_json()["images"]
+    assert [(i["width"], i["height"]) for i in stored] == [(1500, 1000)] * 2
 
 
 def test_uploads_are_not_refused_while_the_rate_limit_store_is_unreachable(make_app, caplog):
     app = make_app(UPLOAD_RATE=(1, 60.0), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    for _ in range(2):
-        assert post_images(app.test_client(), (b"x", "a.png")).status_code == 400
+    for seed in range(2):
+        assert post_images(app.test_client(), (png_bytes(seed=seed), "a.png")).status_code == 201
     assert "upload rate limit not applied" in caplog.text
 
 
@@ -212,10 +229,10 @@ def test_the_rate_limit_counts_the_forwarded_client_only_behind_trusted_proxies(
 
     def status(address: str) -> int:
         headers = {"X-Forwarded-For": address}
-        return post_images(client, (b"x", "a.png"), headers=headers).status_code
+        return post_images(client, (png_bytes(), "a.png"), headers=headers).status_code
 
-    assert [status("192.0.2.1"), status("192.0.2.1")] == [400, 429]
-    assert status("192.0.2.2") == (429 if hops == 0 else 400)
+    assert [status("192.0.2.1"), status("192.0.2.1")] == [201, 429]
+    assert status("192.0.2.2") == (429 if hops == 0 else 201)
 
 
 def test_errors_are_json_under_api_and_html_elsewhere(client):

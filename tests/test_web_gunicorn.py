@@ -42,7 +42,7 @@ def test_upload_render_cache_and_delete_over_http(server: Gunicorn) -> None:
     status, headers, png = server.request("GET", png_path)
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(png)).size == (768, 512)
-    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert headers["Cache-Control"] == "public, max-age=31536000, s-maxage=300, immutable"
     status, _, thumb = server.request("GET", png_path + "&w=256")
     assert status == 200 and Image.open(io.BytesIO(thumb)).size == (256, 171)
 

@@ -1,5 +1,5 @@
-"""Storage: only latents, one database and the secret key on disk; atomic writes; repair
-(names from ids only: tests/test_storage_backends.py)."""
+"""Storage: only latents (and their store marker), one database and the secret key on disk;
+atomic writes; repair (names from ids only, ownership: tests/test_storage_backends.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import time
 
 from tests.conftest import data_files, png_bytes, post_images, rows, snapshot, upload, wait_idle
 from webapp.cache import ByteLRU
-from webapp.storage import ImageStore
+from webapp.storage import STORE_MARKER, ImageStore
 
 
 def test_after_n_uploads_the_data_folder_holds_n_latents_the_db_and_the_key(app, client):
     images = [upload(client, png_bytes(seed=seed)) for seed in range(5)]
     wait_idle(app)
-    expected = sorted(["gallery.sqlite3", *(f"latents/{image['id']}.sdz" for image in images)])
+    latents = [f"latents/{image['id']}.sdz" for image in images]
+    expected = sorted(["gallery.sqlite3", f"latents/{STORE_MARKER}", *latents])
     assert data_files(app) == expected
     assert len(rows(app)) == 5
 
@@ -55,7 +56,9 @@ def test_startup_never_removes_files_repair_does_after_the_grace(make_app, caplo
     }  # fmt: skip
     assert "'orphan_rows': 1" in caplog.text
     assert store.repair(grace=0)["orphan_files"] == 1
-    assert data_files(app) == ["gallery.sqlite3", f"latents/{kept['id']}.sdz"]
+    assert data_files(app) == sorted(
+        ["gallery.sqlite3", f"latents/{STORE_MARKER}", f"latents/{kept['id']}.sdz"]
+    )
     assert [row[1] for row in rows(app)] == [kept["id"]]
     assert app.test_client().get(f"/api/images/{lost['id']}").status_code == 404
 

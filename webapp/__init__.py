@@ -11,6 +11,7 @@ from flask import Flask
 from codec import Codec
 
 from . import api, errors, health, media, openapi, pages, previews, security
+from .admission import WaitSlots
 from .cache import ByteLRU
 from .ingest import InMemoryRequest
 from .metrics import Metrics
@@ -35,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     settings = Settings.from_env()
     app.config.update(settings.app_config())
     app.config.update(test_config or {})
+    app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
     codec = app.config.get("CODEC")
     app.config["CODEC_FACTORY"] = lambda: codec or Codec(settings.codec)
     data = app.config["DATA"] = Path(app.config["DATA"])
@@ -47,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     metrics = Metrics()
     metrics.watch(lambda: cache.bytes, lambda: _queue_depth(app))
     app.extensions.update({
+        "latent_gallery.waits": WaitSlots.for_threads(app.config["THREADS"]),
         "latent_gallery.cache": cache,
         "latent_gallery.metrics": metrics,
         "latent_gallery.store": store,

@@ -5,21 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .media import png_url
-from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
-from .uploads import (
-    NOT_STORED,
-    UploadJob,
-    accept,
-    lookup,
-    take_delete_key,
-    wait_for,
-)
+from .uploads import NOT_STORED, UploadJob, accept, lookup, take_delete_key, wait_for
+from .urls import absolute_url, no_store
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -31,9 +24,9 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
     """The API's view of an image (with its delete key only right after the upload)."""
     body = {
         "id": record.id,
-        "page_url": url_for("pages.image", image_id=record.id, _external=True),
+        "page_url": absolute_url("pages.image", image_id=record.id),
         "png_url": png_url(record.id, external=True),
-        "latent_url": url_for("media.latent", image_id=record.id, _external=True),
+        "latent_url": absolute_url("media.latent", image_id=record.id),
         "width": record.width,
         "height": record.height,
         "uploaded_bytes": record.uploaded_bytes,
@@ -48,11 +41,11 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
 
 
 @bp.post("/images")
-def upload() -> tuple[dict[str, Any], int]:
+def upload() -> Response:
     """Store each multipart `file`: 201 when all finished within `?wait=` seconds (default and
     most `UPLOAD_WAIT`), 202 with a status URL for each file still encoding; per-file errors
-    under `errors`. 503 + `Retry-After` (nothing accepted) when the encode queue is full."""
-    limit_uploads()
+    (admission: `uploads.accept`) under `errors`. With no file accepted, the first file's
+    error is the status (429 or 503 with `Retry-After` when a limit refused it)."""
     files = request.files.getlist("file")
     if not files:
         raise BadRequest('Send one or more images in the multipart form field "file".')
@@ -72,26 +65,27 @@ def upload() -> tuple[dict[str, Any], int]:
         body["errors"] = errors
     if pending:
         body["jobs"] = pending
-        return body, 202
+        return no_store(body, 202)
     if images:
-        return body, 201
-    status = errors[0]["status"]
+        return no_store(body, 201)
+    first = next(job.error for job in jobs if job.error is not None)
+    status = first.code
     body["error"] = {
-        "status": status, "title": HTTP_STATUS_CODES[status], "message": errors[0]["message"],
+        "status": status, "title": HTTP_STATUS_CODES[status], "message": first.description,
     }  # fmt: skip
-    return body, status
+    return no_store(body, status, first.get_headers())
 
 
 @bp.get("/uploads/<job_id>")
-def upload_status(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
+def upload_status(job_id: str) -> Response:
     """An upload job: 202 while encoding, 200 with the image once stored (its delete key the
     first time), the file's error (4xx/5xx), or 404 when the upload was not stored."""
     job, record = lookup(job_id)
     if record is not None:
         key = take_delete_key(job) if job is not None else None
-        return {"status": "stored", "image": image_json(record, key)}
+        return no_store({"status": "stored", "image": image_json(record, key)})
     if job is not None and job.pending:
-        return {"status": "pending", **job_json(job)}, 202, {"Retry-After": "1"}
+        return no_store({"status": "pending", **job_json(job)}, 202, {"Retry-After": "1"})
     if job is not None and job.error is not None:
         raise job.error
     raise NotFound(NOT_STORED)
@@ -119,7 +113,7 @@ def file_error(filename: str | None, error: HTTPException) -> dict[str, Any]:
 
 def job_json(job: UploadJob) -> dict[str, Any]:
     """A pending upload: its job id, file name and status URL."""
-    url = url_for("api.upload_status", job_id=job.id, _external=True)
+    url = absolute_url("api.upload_status", job_id=job.id)
     return {"id": job.id, "filename": job.filename, "status_url": url}
 
 
@@ -133,9 +127,7 @@ def list_images() -> dict[str, Any]:
         records, cursor = get_store().list_images(limit, request.args.get("cursor"))
     except ValueError:
         raise BadRequest("The cursor is not valid; start again without it.") from None
-    next_url = (
-        url_for(".list_images", limit=limit, cursor=cursor, _external=True) if cursor else None
-    )
+    next_url = absolute_url("api.list_images", limit=limit, cursor=cursor) if cursor else None
     return {"images": [image_json(r) for r in records], "next_cursor": cursor, "next_url": next_url}
 
 

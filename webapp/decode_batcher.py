@@ -8,8 +8,11 @@ takes the first interactive job, waits up to `BATCH_WINDOW_S` for up to `batch` 
 or a thumbnail's on the thumbnail decoder) and runs one `codec.decode_latents` pass per group of at
 most `BATCH_PIXELS`. Background jobs go one per pass, when no visitor waits: background work
 never lengthens a visitor's pass, and a visitor who arrives waits for at most one background
-decode. A job whose deadline passed while it waited fails with `DeadlineError` instead;
-background jobs have none. A full queue refuses new jobs with `QueueFullError`.
+decode. Visitors' jobs are served fairly between clients (start-time fair queueing: a job's
+tag is one past its client's last tag, or past the tag last served if that is later), so one
+client's burst does not delay another's first render by more than a decode or two. A job
+whose deadline passed while it waited fails with `DeadlineError` instead; background jobs
+have none. A full queue refuses new jobs with `QueueFullError`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ class DecodeJob:
     priority: Priority
     deadline: float | None
     width: int | None = None
+    client: str = ""
+    """Who waits for it (a client address; "" for background work), for fair order."""
+    tag: int = 0
+    """Its place in the fair order of visitors' jobs (set when it becomes interactive)."""
     future: Future[torch.Tensor] = field(default_factory=Future, repr=False)
 
     @property
@@ -85,13 +92,16 @@ class DecodeJob:
 
 
 class JobQueue:
-    """A bounded queue of decode jobs, first in first out within each priority."""
+    """A bounded queue of decode jobs: visitors' jobs fairly between clients, ahead of
+    background jobs, which go first in first out."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._levels: dict[Priority, deque[DecodeJob]] = {p: deque() for p in Priority}
         self._ready = threading.Condition()
         self._closed = False
+        self._served_tag = 0
+        self._last_tag: dict[str, int] = {}
 
     def __len__(self) -> int:
         return sum(len(level) for level in self._levels.values())
@@ -103,19 +113,24 @@ class JobQueue:
                 raise ModelUnavailableError("the render service is shutting down")
             if len(self) >= self.maxsize:
                 raise QueueFullError("too many images are being rendered; try again shortly")
+            if job.priority is Priority.INTERACTIVE:
+                self._tag(job)
             self._levels[job.priority].append(job)
             self._ready.notify()
 
-    def promote(self, job: DecodeJob, deadline: float) -> None:
-        """Make a job interactive (to the end of that level if still queued), with a deadline
-        no earlier than `deadline` (a job also wanted in the background keeps none)."""
+    def promote(self, job: DecodeJob, deadline: float, client: str) -> None:
+        """Make a job interactive for `client` (into that level's fair order if still
+        queued), with a deadline no earlier than `deadline` (a job also wanted in the
+        background keeps none)."""
         with self._ready:
             if job.deadline is not None:
                 job.deadline = max(job.deadline, deadline)
             if job.priority is not Priority.INTERACTIVE:
+                job.client = client
                 level = self._levels[job.priority]
                 if job in level:
                     level.remove(job)
+                    self._tag(job)
                     self._levels[Priority.INTERACTIVE].append(job)
                 job.priority = Priority.INTERACTIVE
 
@@ -152,10 +167,25 @@ class JobQueue:
             self._ready.notify_all()
             return jobs
 
+    def _tag(self, job: DecodeJob) -> None:
+        """Give a visitor's job its fair tag: one past its client's last, or past the tag last
+        served if that is later (a client idle for a while starts level with the others)."""
+        job.tag = max(self._served_tag, self._last_tag.get(job.client, 0)) + 1
+        self._last_tag[job.client] = job.tag
+
     def _pop(self, lowest: Priority) -> DecodeJob | None:
-        for priority, level in self._levels.items():
-            if priority <= lowest and level:
-                return level.popleft()
+        """The lowest-tagged visitor's job (the earliest of equal tags), else the oldest
+        background job if `lowest` allows it."""
+        visitors = self._levels[Priority.INTERACTIVE]
+        if visitors:
+            job = min(visitors, key=lambda queued: queued.tag)  # min keeps the first of ties
+            visitors.remove(job)
+            self._served_tag = max(self._served_tag, job.tag)
+            self._last_tag = {c: t for c, t in self._last_tag.items() if t > self._served_tag}
+            return job
+        background = self._levels[Priority.BACKGROUND]
+        if lowest is Priority.BACKGROUND and background:
+            return background.popleft()
         return None
 
 
@@ -195,16 +225,17 @@ class DecodeBatcher:
         deadline: float | None,
         *,
         width: int | None = None,
+        client: str = "",
     ) -> DecodeJob:
         """Queue a latent for decoding, with `width` straight to that thumbnail width on the
-        thumbnail decoder (`QueueFullError` if the queue is full)."""
-        job = DecodeJob(header, latent, priority, deadline, width)
+        thumbnail decoder, for `client` (`QueueFullError` if the queue is full)."""
+        job = DecodeJob(header, latent, priority, deadline, width, client)
         self._queue.put(job)
         return job
 
-    def promote(self, job: DecodeJob, deadline: float) -> None:
-        """A visitor waits for this job: decode it ahead of background work."""
-        self._queue.promote(job, deadline)
+    def promote(self, job: DecodeJob, deadline: float, client: str) -> None:
+        """`client` waits for this job: decode it ahead of background work, in fair order."""
+        self._queue.promote(job, deadline, client)
 
     def close(self, timeout: float) -> None:
         """Fail the queued jobs, let the pass in flight finish (up to `timeout` seconds), stop."""

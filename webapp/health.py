@@ -1,4 +1,6 @@
-"""`/healthz` (are the models loaded?) and `/metrics` (Prometheus text)."""
+"""`/healthz` (are the models loaded?) and `/metrics` (Prometheus text).
+
+Neither names a path, a file or a model location: why a load failed is in the server's log."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from .render import get_renderer
 from .unavailable import ModelUnavailableError
 
 bp = Blueprint("health", __name__)
+UNLOADED = "the models are not loaded; the server's log says why"
 
 
 @bp.get("/healthz")
@@ -16,16 +19,15 @@ def healthz() -> tuple[dict, int]:
     """200 once the models are loaded (loading them on first call, or retrying a failed load
     when its backoff is over), with the encode plan once the first encode has measured it
     (null before: measured at load, it held a restarted server's first renders back); 503
-    naming the cause."""
+    while they are not (the log says why)."""
     renderer = get_renderer()
     try:
         codec = renderer.require_codec()
     except ModelUnavailableError:
-        return {"status": "unavailable", "cause": renderer.model.error}, 503
+        return {"status": "unavailable", "cause": UNLOADED}, 503
     return {
         "status": "ok",
-        "encoder": codec.encoder.describe(),
-        "decoder": codec.decoder.describe(),
+        "latent_space": codec.decoder.space.name,
         "method": codec.settings.method,
         "correction": codec.correction is not None,
         "encode_plan": plan.as_dict() if (plan := codec.measured_plan) else None,

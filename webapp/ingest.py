@@ -44,7 +44,7 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
     renderer = get_renderer()
     codec = renderer.require_codec()
     try:
-        image = codec.open(data)
+        image = codec.open(data, current_app.config["MAX_SIDE"])
         encoded = codec.compress(image)
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
@@ -64,5 +64,5 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
     if encoded.image is not None:
         renderer.put_decoded(record.id, encoded.image)
     else:
-        renderer.warm(record.id, record.width)
+        renderer.warm(record.id, record.size)
     return record, key

@@ -3,7 +3,9 @@
 A PNG's URL names the decoder version that renders it (`v`, `png_url`), so a year of
 `immutable` caching stays true when the decoder changes: a URL with another version answers
 302 to the current one, and one without `v` (links made before versions) is served for
-revalidation (`no-cache`, ETag) rather than cached forever.
+revalidation (`no-cache`, ETag) rather than cached forever. Shared caches (a CDN, nginx) keep
+them `SHARED_MAX_AGE` seconds only, then revalidate: a deleted image leaves them within
+minutes, with no purge hook to configure.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import io
 from flask import Blueprint, Response, abort, redirect, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
+from .admission import client_address
 from .png import THUMB_WIDTHS, effective_width
 from .render import get_renderer
 from .storage import get_record_or_404, get_store
+from .urls import absolute_url
 
 bp = Blueprint("media", __name__)
 
 ONE_YEAR = 31536000
+SHARED_MAX_AGE = 300
 
 
 @bp.get("/i/<image_id>.png", endpoint="png")
@@ -42,7 +47,8 @@ def png(image_id: str) -> Response:
         response = Response(status=304)
     else:
         try:
-            response = Response(renderer.render(image_id, width), mimetype="image/png")
+            png = renderer.render(image_id, width, client_address())
+            response = Response(png, mimetype="image/png")
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
     response.set_etag(etag)
@@ -58,7 +64,8 @@ def png_url(image_id: str, width: int | None = None, *, external: bool = False) 
     version; without a version while the decoder is not loaded."""
     renderer = get_renderer()
     version = renderer.version if renderer.codec is not None else None
-    return url_for("media.png", image_id=image_id, w=width, v=version, _external=external)
+    url = absolute_url if external else url_for
+    return url("media.png", image_id=image_id, w=width, v=version)
 
 
 @bp.get("/i/<image_id>.sdz", endpoint="latent")
@@ -81,8 +88,10 @@ def latent(image_id: str) -> Response:
 
 
 def immutable(response: Response) -> Response:
-    """`response` marked cacheable by anyone for a year, never revalidated."""
+    """`response` marked cacheable for a year, never revalidated, by browsers; by shared
+    caches for `SHARED_MAX_AGE` seconds (then revalidated, so a delete reaches them)."""
     response.cache_control.public = True
     response.cache_control.max_age = ONE_YEAR
+    response.cache_control.s_maxage = SHARED_MAX_AGE
     response.cache_control.immutable = True
     return response

@@ -65,6 +65,11 @@ class ImageRecord:
     method: str
 
     @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as stored."""
+        return self.width, self.height
+
+    @property
     def bits_per_pixel(self) -> float:
         """Stored bits per pixel of the image."""
         return self.latent_bytes * 8 / (self.width * self.height)

@@ -5,6 +5,7 @@ Resumable: a file the target already holds with the same SHA-256 and a row whose
 has are skipped, so a second run after a crash finishes the job. Concurrent: files are copied by
 a thread pool. Rows are inserted in their original order (newest stays newest). Verified at the
 end: every image copied has its row in the target and a file with the source's checksum.
+The store marker is not copied: the target gets its own, with the target database's store id.
 Run it while the source takes no writes (a stopped gallery, or before switching the URLs).
 """
 
@@ -51,7 +52,8 @@ class MigrationReport:
 def migrate(
     source: ImageStore, target: ImageStore, *, workers: int = 8, skip_missing: bool = False
 ) -> MigrationReport:
-    """Copy every image of `source` (file and row) into `target`, then verify."""
+    """Copy every image of `source` (file and row) into `target`, verify, then give the target
+    its store marker if it has none (it now holds the database's latents, so repair accepts it)."""
     same_blobs = source.blobs.url == target.blobs.url
     same_rows = _database(source) == _database(target)
     if same_blobs and same_rows:
@@ -75,6 +77,7 @@ def migrate(
     expected = {image_id: entry[1] for image_id, entry in checksums.items() if entry}
     with ThreadPoolExecutor(workers) as pool:
         _verify(target, expected, pool)
+    target.claim()
     report.images = len(expected)
     report.files_present = report.images - report.files_copied
     return report

@@ -1,10 +1,10 @@
 """The process's codec: loaded on first use, a failed load retried with exponential backoff.
 
-`require()` returns the loaded codec or raises `ModelUnavailableError` naming the cause. A
+`require()` returns the loaded codec or raises `ModelUnavailableError`. A
 failed load is not kept for the life of the process: the next call after `retry_at` tries
 again (1 s, then 2, 4, ... up to 60 s apart), so weights fixed on disk or a hub that comes
 back are picked up without a restart, and calls in between fail at once instead of each
-trying a load. `/healthz` shows `error` while the models are missing.
+trying a load. `error` (logged, never shown to clients) says why the models are missing.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ModelHost:
             if codec is not None:
                 self._on_load = []
         if codec is None:
-            raise ModelUnavailableError(f"the models are not loaded: {self.error}")
+            raise ModelUnavailableError("the models are not loaded; the server's log says why")
         for callback in callbacks:
             callback(codec)
         return codec

@@ -18,7 +18,6 @@ from flask import (
     render_template,
     request,
     send_file,
-    session,
     url_for,
 )
 from werkzeug.exceptions import BadRequest
@@ -27,9 +26,9 @@ from codec.images import thumbnail_size
 
 from .media import ONE_YEAR, png_url
 from .png import THUMB_WIDTHS
-from .security import limit_uploads
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
+from .urls import absolute_url, no_store
 
 bp = Blueprint("pages", __name__)
 
@@ -37,7 +36,6 @@ PAGE_SIZE = 24
 THUMB_WIDTH = THUMB_WIDTHS[0]  # the card's src; the larger widths go in its srcset
 HTMX_FILE = Path(js_lib_htmx.__file__).parent / "static" / "htmx" / "htmx.min.js"
 HTMX_VERSION = re.search(rb'version:"([^"]+)"', HTMX_FILE.read_bytes()).group(1).decode()
-NEW_KEYS = "new_delete_keys"  # session: delete keys of no-JS uploads, shown once
 
 
 @bp.get("/")
@@ -67,20 +65,21 @@ def image(image_id: str) -> str:
     return render_template(
         "image.html",
         image=record,
-        page_url=url_for("pages.image", image_id=record.id, _external=True),
+        page_url=absolute_url("pages.image", image_id=record.id),
         png_url=png_url(record.id, external=True),
     )
 
 
 @bp.get("/fragments/uploads/<job_id>")
-def upload_card(job_id: str) -> str:
+def upload_card(job_id: str) -> str | Response:
     """An upload's card, for htmx: "encoding…" (polling itself) until the image is stored, then
-    the image's card (with its delete key, once); a failed or lost upload says so. Always 200,
-    which htmx swaps in."""
+    the image's card (with its delete key, once, `no-store`); a failed or lost upload says so.
+    Always 200, which htmx swaps in."""
     job, record = lookup(job_id)
     if record is not None:
         key = take_delete_key(job) if job is not None else None
-        return render_template("_card.html", image=record, delete_key=key, upload_job=job_id)
+        html = render_template("_card.html", image=record, delete_key=key, upload_job=job_id)
+        return no_store(html)
     filename = job.filename if job is not None else None
     if job is not None and job.pending:
         return render_template("_upload_card.html", job_id=job_id, filename=filename)
@@ -90,27 +89,38 @@ def upload_card(job_id: str) -> str:
 
 @bp.post("/upload")
 def upload() -> Response:
-    """The no-JS upload form: encode each file (waiting up to `UPLOAD_WAIT`), then go to its
-    page (one stored) or the gallery; files still encoding are named in a message."""
-    limit_uploads()
+    """The no-JS upload form: encode each file (waiting up to `UPLOAD_WAIT`), then show the
+    accepted ones on `/uploaded` (their job ids in its URL, never their keys in a cookie);
+    files refused at admission are named in a message there."""
     files = [f for f in request.files.getlist("file") if f.filename]
     if not files:
         raise BadRequest("Choose at least one image to upload.")
     jobs = accept(files)
-    wait_for(jobs, current_app.config["UPLOAD_WAIT"])
-    failures = [job for job in jobs if not job.pending and job.error is not None]
-    uploaded = [job for job in jobs if not job.pending and job.error is None]
-    encoding = [job.filename for job in jobs if job.pending]
-    if not uploaded and not encoding:
-        raise failures[0].error
-    for job in failures:
-        flash(f"{job.filename}: {job.error.description}", "error")
-    for filename in encoding:
-        flash(f"{filename} is still being encoded; it will appear in the gallery when stored.")
-    session[NEW_KEYS] = {job.record.id: take_delete_key(job) for job in uploaded}
-    if len(files) == 1 and uploaded:
-        return redirect(url_for("pages.image", image_id=uploaded[0].record.id), 303)
-    return redirect(url_for("pages.gallery"), 303)
+    accepted = [job for job in jobs if job.accepted]
+    if not accepted:
+        raise jobs[0].error
+    wait_for(accepted, current_app.config["UPLOAD_WAIT"])
+    for job in jobs:
+        if not job.accepted:
+            flash(f"{job.filename}: {job.error.description}", "error")
+    return redirect(url_for("pages.uploaded", job=[job.id for job in accepted]), 303)
+
+
+@bp.get("/uploaded")
+def uploaded() -> Response:
+    """The no-JS uploader's result: each `?job=` stored (with its delete key, shown once),
+    still encoding, or not stored and why; `no-store`."""
+    results = []
+    for job_id in request.args.getlist("job")[: current_app.config["MAX_FILES"]]:
+        job, record = lookup(job_id)
+        key = take_delete_key(job) if job is not None and record is not None else None
+        error = job.error.description if job is not None and job.error else None
+        pending = job is not None and job.pending
+        results.append({"record": record, "key": key, "pending": pending, "error": error,
+                        "filename": job.filename if job else None})  # fmt: skip
+    if not results:
+        raise BadRequest("This link names no upload.")
+    return no_store(render_template("uploaded.html", results=results, not_stored=NOT_STORED))
 
 
 @bp.get(f"/static/vendor/htmx-{HTMX_VERSION}.min.js")
@@ -127,12 +137,6 @@ def asset_url(filename: str) -> str:
     """The URL of a file in `static/`, busted by its content hash."""
     path = Path(current_app.static_folder, filename)
     return url_for("static", filename=filename, v=_digest(path, path.stat().st_mtime_ns))
-
-
-@bp.app_template_global()
-def pop_new_delete_keys() -> dict[str, str]:
-    """Delete keys of images just uploaded by the no-JS form (id -> key), once."""
-    return session.pop(NEW_KEYS, {})
 
 
 @bp.app_template_filter()

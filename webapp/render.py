@@ -38,6 +38,7 @@ from PIL import Image
 from codec import Codec, CodecError, LatentFile, LatentSpaceMismatchError
 from codec.images import tensor_to_image
 
+from .admission import BusyError, WaitSlots
 from .cache import ByteLRU
 from .decode_batcher import DecodeBatcher, DecodeJob, Priority
 from .metrics import Metrics
@@ -50,6 +51,10 @@ from .unavailable import DeadlineError, ModelUnavailableError, RenderUnavailable
 log = logging.getLogger(__name__)
 
 _EXTENSION = "latent_gallery.renderer"
+WARM_FULL_PIXELS = 1_500_000
+"""Largest image whose full size is decoded in the background (about 5 s on a 2-core CPU):
+a visitor who arrives meanwhile waits for the decode in flight, so larger ones are decoded
+only when someone asks for them."""
 
 Key = tuple[str, int | None]  # (image id, thumbnail width or None for full size)
 DecodeKey = tuple[str, int | None]  # (image id, thumbnail width decoded straight to, or None)
@@ -72,6 +77,7 @@ class Renderer:
         read_latent: Callable[[str], bytes],
         cache: ByteLRU,
         metrics: Metrics,
+        waits: WaitSlots,
         *,
         queue_size: int = 64,
         batch: int | None = None,
@@ -80,6 +86,7 @@ class Renderer:
         self.model = model
         self.cache = cache
         self.metrics = metrics
+        self.waits = waits
         self.timeout = timeout
         self._read_latent = read_latent
         self._renders: SingleFlight[Key, bytes] = SingleFlight()
@@ -118,12 +125,13 @@ class Renderer:
         """Whether no render or decode is queued or in flight."""
         return not self._renders and not self._decodes
 
-    def render(self, image_id: str, width: int | None = None) -> bytes:
-        """PNG bytes of an image at `width` (None: full size; pass `effective_width`), ahead of
-        background work.
+    def render(self, image_id: str, width: int | None = None, client: str = "") -> bytes:
+        """PNG bytes of an image at `width` (None: full size; pass `effective_width`) for
+        `client`, ahead of background work and fairly between clients.
 
-        Raises `RenderUnavailable` (queue full, deadline passed, models missing),
-        `FileNotFoundError` if the latent file is gone, `CodecError` if it is unreadable.
+        Raises `RenderUnavailable` (no wait slot free for the client, queue full, deadline
+        passed, models missing), `FileNotFoundError` if the latent file is gone, `CodecError`
+        if it is unreadable.
         """
         png = self.cache.get((image_id, width))
         if png is not None:
@@ -131,22 +139,30 @@ class Renderer:
             return png
         self.metrics.cache_misses.inc()
         try:
-            future = self._request(image_id, width, Priority.INTERACTIVE)
-            try:
-                return future.result(timeout=self.timeout)
-            except FutureTimeout:
-                raise DeadlineError(f"the render took longer than {self.timeout:g} s") from None
+            with self.waits.slot(client) as free:
+                if not free:
+                    raise BusyError(
+                        f"too many renders are waiting (at most {self.waits.per_client} from one "
+                        f"address, {self.waits.total} in all); retry shortly"
+                    )
+                future = self._request(image_id, width, Priority.INTERACTIVE, client)
+                try:
+                    return future.result(timeout=self.timeout)
+                except FutureTimeout:
+                    raise DeadlineError(f"the render took longer than {self.timeout:g} s") from None
         except RenderUnavailable as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             raise
 
     def warm(
-        self, image_id: str, image_width: int, widths: Iterable[int | None] | None = None
+        self, image_id: str, size: tuple[int, int], widths: Iterable[int | None] | None = None
     ) -> None:
-        """Start rendering `widths` (None: the full size; by default it and every smaller
-        thumbnail width) in the background, after any visitor's renders; returns at once."""
+        """Start rendering `widths` (None: the full size; by default every thumbnail width
+        and, up to `WARM_FULL_PIXELS`, the full size) of an image of `size` in the background,
+        after any visitor's renders; returns at once."""
         if widths is None:
-            widths = [None, *thumbnail_widths(image_width)]
+            full = [None] if size[0] * size[1] <= WARM_FULL_PIXELS else []
+            widths = [*full, *thumbnail_widths(size[0])]
         try:
             for width in widths:
                 self._request(image_id, width, Priority.BACKGROUND)
@@ -162,11 +178,7 @@ class Renderer:
             copy = image.convert("RGB")  # the caller may go on using its image
             fail = partial(self._decodes.fail, (image_id, None))
             self._on_pool(fail, self._store, (image_id, None), copy)
-        self.warm(image_id, image.width)
-
-    def forget(self, image_id: str) -> None:
-        """Drop a deleted image's renders from the cache."""
-        self.cache.discard_where(lambda key: key[0] == image_id)
+        self.warm(image_id, image.size, thumbnail_widths(image.width))
 
     def close(self) -> None:
         """Stop the decode thread (queued jobs fail, the pass in flight finishes, up to the
@@ -174,23 +186,25 @@ class Renderer:
         self.batcher.close(self.timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _request(self, image_id: str, width: int | None, priority: Priority) -> Future[bytes]:
+    def _request(
+        self, image_id: str, width: int | None, priority: Priority, client: str = ""
+    ) -> Future[bytes]:
         """The future of a render: joined to its flight, or a new flight this call starts."""
         key = (image_id, width)
         future, leader = self._renders.claim(key)
         if leader:
             try:
-                self._start(key, priority)
+                self._start(key, priority, client)
             except Exception as exc:
                 self._renders.fail(key, exc)
                 raise
         if priority is Priority.INTERACTIVE:
-            self._hurry(key)
+            self._hurry(key, client)
         if not leader:
             self.metrics.coalesced.inc()
         return future
 
-    def _start(self, key: Key, priority: Priority) -> None:
+    def _start(self, key: Key, priority: Priority, client: str) -> None:
         """Settle a new flight from the cache, make it from the cached full size, or hang it on
         the image's decode: straight to a thumbnail's size, unless the full size is decoding."""
         image_id, width = key
@@ -219,12 +233,12 @@ class Renderer:
         decode_key = (image_id, width if direct else None)
         with self._lock:
             self._waits_on[key] = decode_key
-        self._decode(decode_key, codec, data, priority).add_done_callback(
+        self._decode(decode_key, codec, data, priority, client).add_done_callback(
             partial(self._finish, key)
         )
 
     def _decode(
-        self, key: DecodeKey, codec: Codec, data: bytes, priority: Priority
+        self, key: DecodeKey, codec: Codec, data: bytes, priority: Priority, client: str
     ) -> Future[Decoded]:
         """The image decoded (at full size, or straight to the thumbnail width `key` names):
         joined to its decode, or queued for the decoder."""
@@ -239,7 +253,9 @@ class Renderer:
             header, latent = codec.unpack(data)
             interactive = priority is Priority.INTERACTIVE
             deadline = time.monotonic() + self.timeout if interactive else None
-            job = self.batcher.submit(header, latent, priority, deadline, width=key[1])
+            job = self.batcher.submit(
+                header, latent, priority, deadline, width=key[1], client=client
+            )
         except Exception as exc:
             self._decodes.fail(key, exc)
             raise
@@ -248,12 +264,12 @@ class Renderer:
         job.future.add_done_callback(partial(self._decoded, key))
         return future
 
-    def _hurry(self, key: Key) -> None:
+    def _hurry(self, key: Key, client: str) -> None:
         """A visitor waits for this render: move its queued decode ahead of background work."""
         with self._lock:
             job = self._queued.get(self._waits_on.get(key))
         if job is not None:
-            self.batcher.promote(job, time.monotonic() + self.timeout)
+            self.batcher.promote(job, time.monotonic() + self.timeout, client)
 
     def _decoded(self, key: DecodeKey, job: Future[torch.Tensor]) -> None:
         """On the decode thread: hand the pixels to the PNG pool."""
@@ -326,6 +342,7 @@ def get_renderer(app: Flask | None = None) -> Renderer:
             app.extensions["latent_gallery.store"].read_latent,
             app.extensions["latent_gallery.cache"],
             app.extensions["latent_gallery.metrics"],
+            app.extensions["latent_gallery.waits"],
             queue_size=app.config["RENDER_QUEUE"],
             batch=app.config["RENDER_BATCH"],
             timeout=app.config["DECODE_TIMEOUT"],

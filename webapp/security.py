@@ -1,13 +1,14 @@
-"""Response headers, CSRF protection and the upload rate limit.
+"""Response headers, CSRF protection and the upload budget of each client.
 
-CSRF rule: a state-changing request (POST, PUT, PATCH, DELETE) that carries the session
-cookie must send the session's token, in the `X-CSRF-Token` header (the page's XHR, htmx)
-or the `csrf_token` form field (no-JS forms); otherwise 403. A request without the session
-cookie is an API client (curl, scripts) and needs no token: it carries no ambient
-credentials to abuse (nothing here is authenticated by cookie; deletes need the
-`X-Delete-Key` header, which no cross-site form can send). Browsers that label a request
-`Sec-Fetch-Site: cross-site` are refused either way. The session cookie is SameSite=Lax
-(set in `create_app`).
+CSRF rule: a state-changing request (POST, PUT, PATCH, DELETE) from another site is refused
+(403): one whose `Origin` (or, without it, `Referer`) is not this site's (`BASE_URL`, or the
+origin the request was sent to), or that browsers label `Sec-Fetch-Site: cross-site`. One
+that carries the session cookie must also send the session's token, in the `X-CSRF-Token`
+header (the page's XHR, htmx) or the `csrf_token` form field (no-JS forms). A request with
+none of these headers is an API client (curl, scripts) and needs no token: it carries no
+ambient credentials to abuse (nothing here is authenticated by cookie; deletes need the
+`X-Delete-Key` header, which no cross-site form can send). The session cookie is
+SameSite=Lax, and Secure when `BASE_URL` is https (set in `create_app`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import logging
 import math
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
+from limits.strategies import RateLimiter
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -48,7 +51,10 @@ def check_csrf() -> None:
     """Before each request: apply the CSRF rule of this module's docstring."""
     if request.method not in UNSAFE_METHODS:
         return
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    sender = request.headers.get("Origin") or _origin_of(request.headers.get("Referer"))
+    own = {current_app.config["BASE_URL"], request.host_url.rstrip("/")}
+    cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
+    if cross_site or (sender is not None and sender not in own):
         raise Forbidden("Cross-site requests are not accepted.")
     if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
         return
@@ -58,30 +64,56 @@ def check_csrf() -> None:
         raise Forbidden("The form's CSRF token is missing or stale; reload the page and retry.")
 
 
-def limit_uploads() -> None:
-    """Count one upload against the client's budget (shared by every node through Redis when
-    `REDIS_URL` is set) or raise 429 with `Retry-After`.
+def charge_upload(pixels: int) -> TooManyRequests | None:
+    """Count one file of `pixels` (as stored) against the client's budgets, files
+    (`UPLOAD_RATE`) and megapixels (`UPLOAD_MEGAPIXELS`), shared by every node through Redis
+    when `REDIS_URL` is set; the 429 (with `Retry-After`) of the budget it is over, or None
+    when it was counted.
 
     The client is `request.remote_addr`: the real client address when `TRUSTED_PROXIES`
-    matches the proxies in front (see `init_app`). While Redis cannot be reached the upload is
+    matches the proxies in front (see `init_app`). While Redis cannot be reached the file is
     let through (logged): the bounded encode queue still caps the work, and an outage of the
     limiter's store does not stop every upload.
     """
-    limiter: Limiter = current_app.extensions["latent_gallery.upload_limiter"]
-    rate: RateLimitItem = current_app.extensions["latent_gallery.upload_rate"]
-    key = (KEY_PREFIX, UPLOAD_SCOPE, request.remote_addr or "unknown")
+    limiter = current_app.extensions["latent_gallery.upload_limiter"].limiter
+    address = request.remote_addr or "unknown"
+    charges = [
+        (current_app.extensions["latent_gallery.upload_rate"], 1, "files"),
+        (current_app.extensions["latent_gallery.upload_megapixels"],
+         max(1, math.ceil(pixels / 1e6)), "megapixels"),
+    ]  # fmt: skip
     try:
-        if limiter.limiter.hit(rate, *key):
-            return
+        for rate, cost, unit in charges:
+            key = (KEY_PREFIX, UPLOAD_SCOPE, unit, address)
+            if not limiter.test(rate, *key, cost=cost):
+                return _over_budget(limiter, rate, key, unit)
+        for rate, cost, unit in charges:
+            limiter.hit(rate, *(KEY_PREFIX, UPLOAD_SCOPE, unit, address), cost=cost)
     except StorageError as error:
         log.warning("upload rate limit not applied, its store is unreachable: %s", error)
-        return
+    return None
+
+
+def _over_budget(
+    limiter: RateLimiter, rate: RateLimitItem, key: tuple[str, ...], unit: str
+) -> TooManyRequests:
+    """The 429 of a client over its budget of `unit` (files or megapixels) per period."""
     current_app.extensions["latent_gallery.metrics"].rejected.labels("rate_limit").inc()
-    reset = limiter.limiter.get_window_stats(rate, *key).reset_time
-    raise TooManyRequests(
-        "Too many uploads from your address; wait a moment and retry.",
+    reset = limiter.get_window_stats(rate, *key).reset_time
+    period = rate.get_expiry()
+    return TooManyRequests(
+        f"Too many uploads from your address: at most {rate.amount} {unit} per {period:g} s; "
+        "this file was not stored. Wait a moment and retry.",
         retry_after=max(1, math.ceil(reset - time.time())),
     )
+
+
+def _origin_of(url: str | None) -> str | None:
+    """`"https://a.example/x?y"` -> `"https://a.example"`; None for None."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def set_headers(response: Response) -> Response:
@@ -100,8 +132,11 @@ def init_app(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    count, period = app.config["UPLOAD_RATE"]
-    app.extensions["latent_gallery.upload_rate"] = RateLimitItemPerSecond(count, int(period))
+    for setting in ("UPLOAD_RATE", "UPLOAD_MEGAPIXELS"):
+        count, period = app.config[setting]
+        app.extensions[f"latent_gallery.{setting.lower()}"] = RateLimitItemPerSecond(
+            count, int(period)
+        )
     app.extensions["latent_gallery.upload_limiter"] = Limiter(
         get_remote_address,
         app=app,

@@ -16,7 +16,8 @@ from typing import Any
 
 from codec.settings import CodecSettings, env_number
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
+_BASE_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _FLAGS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
     ("0", "false", "no", "off"), False
@@ -33,6 +34,11 @@ class Settings:
     max_upload_bytes: int = 25 * 2**20
     secret_key: str | None = None
     upload_rate: tuple[int, float] = (30, 60.0)
+    upload_megapixels: tuple[int, float] = (60, 60.0)
+    """Megapixels (as stored, after `max_side`) one client may upload per period."""
+    max_files: int = 8
+    max_side: int = 2048
+    """Longest side an image is stored at; larger uploads are scaled down to it."""
     render_queue: int = 64
     render_batch: int | None = None
     """None: `auto` (`decode_batcher.auto_batch`, by the decoder's device)."""
@@ -42,12 +48,14 @@ class Settings:
     encode_queue: int = 16
     upload_wait: float = 20.0
     bind: str = "127.0.0.1:8000"
-    threads: int = 8
+    threads: int = 16
     log_level: str = "info"
     database_url: str = ""
     storage_url: str = ""
     redis_url: str | None = None
     trusted_proxies: int = 0
+    base_url: str = ""
+    """The site's public origin for absolute URLs; "" means `http://<bind>`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -70,7 +78,15 @@ class Settings:
                 number("MAX_UPLOAD_MB", d.max_upload_bytes / 2**20, float) * 2**20
             ),
             secret_key=environ.get("LATENT_GALLERY_SECRET_KEY") or None,
-            upload_rate=parse_rate(environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")),
+            upload_rate=parse_rate(
+                "LATENT_GALLERY_UPLOAD_RATE", environ.get("LATENT_GALLERY_UPLOAD_RATE", "30/minute")
+            ),
+            upload_megapixels=parse_rate(
+                "LATENT_GALLERY_UPLOAD_MEGAPIXELS",
+                environ.get("LATENT_GALLERY_UPLOAD_MEGAPIXELS", "60/minute"),
+            ),
+            max_files=number("MAX_FILES", d.max_files),
+            max_side=number("MAX_SIDE", d.max_side),
             render_queue=number("QUEUE", d.render_queue),
             render_batch=None if batch == "auto" else number("BATCH", d.render_batch),
             decode_timeout=number("DECODE_TIMEOUT", d.decode_timeout, float),
@@ -85,6 +101,7 @@ class Settings:
             storage_url=environ.get("LATENT_GALLERY_STORAGE_URL", d.storage_url),
             redis_url=environ.get("LATENT_GALLERY_REDIS_URL") or None,
             trusted_proxies=parse_hops(environ.get("LATENT_GALLERY_TRUSTED_PROXIES", "0")),
+            base_url=parse_base_url(environ.get("LATENT_GALLERY_BASE_URL", "")),
         )
 
     def app_config(self) -> dict[str, Any]:
@@ -95,6 +112,9 @@ class Settings:
             "MAX_CONTENT_LENGTH": self.max_upload_bytes,
             "SECRET_KEY": self.secret_key,
             "UPLOAD_RATE": self.upload_rate,
+            "UPLOAD_MEGAPIXELS": self.upload_megapixels,
+            "MAX_FILES": self.max_files,
+            "MAX_SIDE": self.max_side,
             "RENDER_QUEUE": self.render_queue,
             "RENDER_BATCH": self.render_batch,
             "DECODE_TIMEOUT": self.decode_timeout,
@@ -106,16 +126,16 @@ class Settings:
             "STORAGE_URL": self.storage_url,
             "REDIS_URL": self.redis_url,
             "TRUSTED_PROXIES": self.trusted_proxies,
+            "BASE_URL": self.base_url or local_base_url(self.bind),
+            "THREADS": self.threads,
         }
 
 
-def parse_rate(text: str) -> tuple[int, float]:
-    """`"30/minute"` -> (30 requests, 60.0 seconds)."""
-    match = _RATE.match(text)
+def parse_rate(name: str, text: str) -> tuple[int, float]:
+    """`"30/minute"` -> (30, 60.0 seconds); `name` is the variable, for the error."""
+    match = _RATE.fullmatch(text)
     if not match or int(match[1]) < 1:
-        raise ValueError(
-            f"LATENT_GALLERY_UPLOAD_RATE={text!r}: expected '<count>/<second|minute|hour|day>'"
-        )
+        raise ValueError(f"{name}={text!r}: expected '<count>/<second|minute|hour|day>'")
     return int(match[1]), float(_PERIODS[match[2]])
 
 
@@ -132,3 +152,23 @@ def parse_hops(text: str) -> int:
     if not text.strip().isdigit():
         raise ValueError(f"LATENT_GALLERY_TRUSTED_PROXIES={text!r}: expected a whole number >= 0")
     return int(text)
+
+
+def parse_base_url(text: str) -> str:
+    """`"https://gallery.example/"` -> `"https://gallery.example"`: a scheme and a host only."""
+    url = text.strip().rstrip("/")
+    if url and not _BASE_URL.fullmatch(url):
+        raise ValueError(
+            f"LATENT_GALLERY_BASE_URL={text!r}: expected http(s)://host[:port], with no path"
+        )
+    return url
+
+
+def local_base_url(bind: str) -> str:
+    """The origin of the bind address, for a gallery served on this machine only:
+    `"0.0.0.0:8000"` -> `"http://127.0.0.1:8000"`, a Unix socket -> `"http://localhost"`."""
+    if bind.startswith("unix:"):
+        return "http://localhost"
+    host, _, port = bind.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"http://{host}:{port}"

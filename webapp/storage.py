@@ -6,26 +6,42 @@ inserts its row in one transaction; a delete removes the row first, then the fil
 therefore leaves at worst a file without a row, which `repair()` (the `latent-gallery repair`
 command, never a worker's startup) removes once it is older than a grace period, so that a
 peer's upload between its file write and its row insert is never touched.
+
+Repair deletes, so it works only on a blob store that proves to be this database's: one holding
+the store marker (`.latent-gallery-store`) with the store id kept in the database's settings.
+`prepare()` writes that marker where there is none and the blob store is provably ours: empty
+with a database without images (a new gallery), or holding a latent of one of its images (a
+gallery from before markers). A folder or prefix of another program, an empty one under a
+database with images, or another database's store is never marked, and repair refuses it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from flask import abort, current_app
 
-from .blobs import TEMP_SUFFIX, BlobStore, StorageFullError, open_blobs
+from .blobs import TEMP_SUFFIX, BlobExistsError, BlobStore, StorageFullError, open_blobs
 from .metadata import ImageRecord, MetadataStore
 
-__all__ = ["ImageRecord", "ImageStore", "StorageFullError", "get_record_or_404", "get_store"]
+__all__ = [
+    "ImageRecord",
+    "ImageStore",
+    "StorageFullError",
+    "StoreOwnershipError",
+    "get_record_or_404",
+    "get_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +49,9 @@ DB_FILE = "gallery.sqlite3"
 LATENT_DIR = "latents"
 SUFFIX = ".sdz"
 REPAIR_GRACE_S = 3600.0
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")  # secrets.token_urlsafe(16): 128 random bits
+STORE_MARKER = ".latent-gallery-store"  # next to the latents; holds the database's store id
+STORE_ID_SETTING = "store_id"
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): 128 random bits
 
 
 def hash_key(key: str) -> bytes:
@@ -43,7 +61,7 @@ def hash_key(key: str) -> bytes:
 
 def is_valid_id(image_id: str) -> bool:
     """Whether `image_id` has the shape of an id this store issues (names come from ids only)."""
-    return bool(ID_PATTERN.match(image_id))
+    return bool(ID_PATTERN.fullmatch(image_id))
 
 
 def blob_name(image_id: str) -> str:
@@ -63,6 +81,10 @@ def storage_url(data: Path, url: str = "") -> str:
     return url or str(Path(data) / LATENT_DIR)
 
 
+class StoreOwnershipError(RuntimeError):
+    """The blob store holds no store marker matching this database, so it may not be ours."""
+
+
 class ImageStore:
     """Images: a blob store for the latent files and a metadata store for their rows."""
 
@@ -79,11 +101,27 @@ class ImageStore:
 
     def prepare(self) -> None:
         """Ready the schema at startup: a SQLite database upgrades itself (the single-node
-        default needs no extra step); another must already be at the newest migration."""
+        default needs no extra step); another must already be at the newest migration. Then
+        mark the blob store as this database's if it provably is (`claim`)."""
         if self.metadata.is_sqlite:
             self.metadata.upgrade()
         else:
             self.metadata.require_current()
+        self.claim()
+
+    def claim(self) -> None:
+        """Write the store marker (this database's store id) if the blob store has none and is
+        provably ours (see the module's docstring); otherwise leave it for repair to refuse."""
+        if self._marker() is not None or not self._provably_ours():
+            return
+        with contextlib.suppress(BlobExistsError):  # a peer marked it at the same time
+            self.blobs.put(STORE_MARKER, self.store_id().encode())
+            log.info("marked %s as this database's store", self.blobs.url)
+
+    def store_id(self) -> str:
+        """The random id of this database's blob store, created on first use (first writer
+        wins); the store marker holds it."""
+        return self.metadata.setting(STORE_ID_SETTING, secrets.token_urlsafe(16))
 
     def add(
         self,
@@ -152,11 +190,15 @@ class ImageStore:
     def repair(self, grace: float = REPAIR_GRACE_S) -> dict[str, int]:
         """Remove files without a row (and temp files) older than `grace` seconds, and rows
         without a file; counts, logged. The rows are read before the files are listed, so a
-        row committed meanwhile always finds its file."""
+        row committed meanwhile always finds its file. `StoreOwnershipError` (nothing removed)
+        unless the blob store holds this database's store marker."""
+        problem = self._ownership_problem()
+        if problem and False:
+            raise StoreOwnershipError(f"refusing to repair: {problem}")
         ids = self.metadata.ids()
         counts = {"temp_files": 0, "orphan_files": 0, "orphan_rows": 0, "young_kept": 0}
         found, oldest = set(), time.time() - grace
-        for name, modified in self.blobs.names():
+        for name, modified in self.blob_names():
             image_id = name.removesuffix(SUFFIX)
             if name.endswith(SUFFIX) and image_id in ids:
                 found.add(image_id)
@@ -175,6 +217,38 @@ class ImageStore:
         counts["orphan_rows"] = len(missing)
         log.info("storage check: %d images, repaired %s", len(found), counts)
         return counts
+
+    def blob_names(self) -> Iterator[tuple[str, float]]:
+        """`blobs.names()` without the store marker: the latent files and temp files."""
+        return ((name, modified) for name, modified in self.blobs.names() if name != STORE_MARKER)
+
+    def _marker(self) -> str | None:
+        """The store id in the blob store's marker, or None if it has none."""
+        try:
+            return self.blobs.get(STORE_MARKER).decode(errors="replace").strip()
+        except FileNotFoundError:
+            return None
+
+    def _recorded_id(self) -> str | None:
+        """This database's store id, or None if it has none yet (never creates one)."""
+        return self.metadata.settings().get(STORE_ID_SETTING)
+
+    def _provably_ours(self) -> bool:
+        """Whether the blob store is empty under a database without images, or holds a latent
+        of one of the database's images (random ids: no other program names files so)."""
+        ids = self.metadata.ids()
+        names = (name for name, _ in self.blob_names())
+        if not ids:
+            return next(names, None) is None
+        return any(name.removesuffix(SUFFIX) in ids for name in names if name.endswith(SUFFIX))
+
+    def _ownership_problem(self) -> str | None:
+        """Why the blob store may not be this database's, or None if its marker says it is."""
+        marker = self._marker()
+        if marker is not None and marker == self._recorded_id():
+            return None
+        why = "it has none" if marker is None else "its marker is another database's"
+        return f"{self.blobs.url} has no Latent Gallery store marker matching this database ({why})"
 
 
 def _encode_cursor(seq: int) -> str:

@@ -1,9 +1,13 @@
-"""Upload jobs: admission to a bounded encode queue, one encode thread, and the table of jobs.
+"""Upload jobs: admission file by file, a bounded encode queue, one encode thread, the jobs.
 
-Admission is the only place that says "retry": a request is refused (503 + `Retry-After`)
-before any work starts when `ENCODE_QUEUE` files are already waiting or encoding; otherwise
-all its files are accepted, and each accepted file is encoded and stored whatever that takes.
-Requests wait for their jobs up to `UPLOAD_WAIT` seconds; a job still running then is
+Admission (`accept`) is the only place that says "retry", and it decides for each file of a
+request on its own, before any work starts: past `MAX_FILES` in one request, empty, not an
+acceptable image by its header (format, pixel limit), past the client's upload budget (files
+and megapixels, `security.charge_upload`) or past the free places of the encode queue
+(`ENCODE_QUEUE` files waiting or encoding), a file gets its own error; the others are
+accepted, and each accepted file is encoded and stored whatever that takes. Requests wait for
+their jobs up to `UPLOAD_WAIT` seconds, holding one of the request threads' wait slots
+(`admission.WaitSlots`; with none free they answer at once); a job still running then is
 answered by its status URL later.
 
 One thread decodes uploads and runs the encoder, as the render side's decode thread runs the
@@ -35,12 +39,18 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
+    RequestEntityTooLarge,
     ServiceUnavailable,
 )
 
+from codec import ImageInputError
+from codec.images import fit_within, image_size
+
+from .admission import client_address, get_wait_slots
 from .ingest import encode_and_store
 from .per_process import per_process, pop_own
 from .render import get_renderer
+from .security import charge_upload
 from .storage import ImageRecord, get_store, is_valid_id
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,8 @@ class UploadJob:
     delete_key: str | None = field(default=None, repr=False)
     error: HTTPException | None = None
     finished_at: float = 0.0
+    accepted: bool = False
+    """Whether it was admitted to the encode queue (else it finished with its refusal)."""
 
     @property
     def pending(self) -> bool:
@@ -117,33 +129,33 @@ class UploadQueue:
         """Accepted files not yet stored or failed (waiting or encoding)."""
         return self._unfinished
 
-    def submit(self, files: list[tuple[bytes, str | None]]) -> list[UploadJob]:
-        """A job for each (content, filename): empty files fail at once, the others are all
-        accepted, or none is and this raises 503 (`Retry-After`) if the queue is full."""
-        jobs = [UploadJob(secrets.token_urlsafe(16), name, data) for data, name in files]
-        accepted = [job for job in jobs if job.data]
-        for job in jobs:
-            if not job.data:
-                job.finish(error=BadRequest("The file is empty."))
-        if not accepted:
-            return jobs
+    def reserve(self, count: int) -> int:
+        """Take up to `count` places in the queue; how many were free (give back the unused
+        ones with `enqueue`)."""
         with self._lock:
-            if self._unfinished >= self.bound:
-                self.app.extensions["latent_gallery.metrics"].rejected.labels(
-                    "encode_queue_full"
-                ).inc()
-                raise ServiceUnavailable(
-                    f"The server is already encoding {self._unfinished} uploads, its limit; "
-                    f"nothing was stored. Send the files again in {RETRY_AFTER_S} s.",
-                    retry_after=RETRY_AFTER_S,
-                )
+            places = max(0, min(count, self.bound - self._unfinished))
+            self._unfinished += places
+            return places
+
+    def enqueue(self, jobs: list[UploadJob], reserved: int) -> None:
+        """Queue `jobs` in `reserved` places taken by `reserve` (the rest are given back)."""
+        with self._lock:
+            self._unfinished -= reserved - len(jobs)
             self._prune(time.monotonic())
-            for job in accepted:
+            for job in jobs:
+                job.accepted = True
                 self._jobs[job.id] = job
-            self._unfinished += len(accepted)
-        for job in accepted:
+        for job in jobs:
             self._queue.put(job)
-        return jobs
+
+    def full(self) -> ServiceUnavailable:
+        """The refusal of a file that found no place in the queue."""
+        self.app.extensions["latent_gallery.metrics"].rejected.labels("encode_queue_full").inc()
+        return ServiceUnavailable(
+            f"The server is already encoding {self.bound} uploads, its limit; this file was "
+            f"not stored. Send it again in {RETRY_AFTER_S} s.",
+            retry_after=RETRY_AFTER_S,
+        )
 
     def get(self, job_id: str) -> UploadJob | None:
         """The job of an id while this process keeps it, else None."""
@@ -182,18 +194,55 @@ class UploadQueue:
 
 
 def wait_for(jobs: list[UploadJob], timeout: float) -> None:
-    """Wait until every job has finished or `timeout` seconds have passed."""
-    end = time.monotonic() + timeout
-    for job in jobs:
-        job.done.wait(max(0.0, end - time.monotonic()))
+    """Wait until every job has finished or `timeout` seconds have passed, holding a wait
+    slot of the client's; with none free, return at once."""
+    with get_wait_slots().slot(client_address()) as free:
+        end = time.monotonic() + (timeout if free else 0.0)
+        for job in jobs:
+            job.done.wait(max(0.0, end - time.monotonic()))
 
 
 def accept(files: list[FileStorage]) -> list[UploadJob]:
-    """Admit a request's files (see `UploadQueue.submit`); 503 if the models are not loaded."""
-    contents = [(file.read(), file.filename) for file in files]
-    if any(data for data, _ in contents):
-        get_renderer().require_codec()
-    return get_uploads().submit(contents)
+    """A job for each file of a request, admitted or refused on its own (see the module's
+    docstring); 503 if the models are not loaded."""
+    most = current_app.config["MAX_FILES"]
+    jobs = [UploadJob(secrets.token_urlsafe(16), file.filename) for file in files]
+    for job in jobs[most:]:
+        job.finish(error=RequestEntityTooLarge(
+            f"At most {most} files are taken in one request; send this one in another."
+        ))  # fmt: skip
+    contents = [(job, file.read()) for job, file in zip(jobs[:most], files[:most], strict=True)]
+    limit = get_renderer().require_codec().settings.max_pixels if any(d for _, d in contents) else 0
+    candidates = [
+        (job, pixels) for job, data in contents if (pixels := _probe(job, data, limit)) is not None
+    ]
+    uploads = get_uploads()
+    places = uploads.reserve(len(candidates))
+    accepted = []
+    for index, (job, pixels) in enumerate(candidates):
+        refusal = uploads.full() if index >= places else charge_upload(pixels)
+        if refusal is None:
+            accepted.append(job)
+        else:
+            job.finish(error=refusal)
+    uploads.enqueue(accepted, places)
+    return jobs
+
+
+def _probe(job: UploadJob, data: bytes, max_pixels: int) -> int | None:
+    """The pixels a file's image is stored with (read from its header, up to `max_pixels`),
+    its content kept in the job; None after finishing the job with why it is not acceptable."""
+    if not data:
+        job.finish(error=BadRequest("The file is empty."))
+        return None
+    try:
+        width, height = image_size(data, max_pixels)
+    except ImageInputError as exc:
+        job.finish(error=BadRequest(f"Not an acceptable image: {exc}"))
+        return None
+    job.data = data
+    width, height = fit_within(width, height, current_app.config["MAX_SIDE"])
+    return width * height
 
 
 def lookup(job_id: str) -> tuple[UploadJob | None, ImageRecord | None]:
