@@ -178,7 +178,9 @@ def test_kill_9_of_the_node_taking_an_upload_burst_loses_no_acknowledged_upload(
             acknowledged.extend(image["id"] for image in json.loads(data)["images"])
             started.set()
 
-    with ThreadPoolExecutor(4) as pool:  # 20 uploads: with the 6 above, within the rate limit
+    # 20 uploads: with the 6 above, within the app's rate limit; those past nginx's burst
+    # (deploy/nginx.conf) are answered 429 and not acknowledged
+    with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(send, seed) for seed in range(UPLOAD_RATE - 10)]
         assert started.wait(60), cluster.a.logs()
         # nginx sends a client's uploads to one node (hash of its address): kill that one

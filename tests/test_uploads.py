@@ -129,8 +129,8 @@ def test_a_file_that_is_no_image_is_refused_at_once_and_takes_no_place(make_app)
         response = post_images(client, text, query_string={"wait": 0})
         assert response.status_code == 400
         assert "not an image in an allowed format" in response.get_json()["error"]["message"]
-    refusals = metric(client, "latent_gallery_rejected_requests_total", 'reason="encode_queue_full"')
-    assert refusals == 0
+    refused = 'reason="encode_queue_full"'
+    assert metric(client, "latent_gallery_rejected_requests_total", refused) == 0
 
 
 def test_an_image_broken_past_its_header_fails_its_job_and_its_status_url_gives_the_400(

@@ -193,7 +193,7 @@ class ImageStore:
         row committed meanwhile always finds its file. `StoreOwnershipError` (nothing removed)
         unless the blob store holds this database's store marker."""
         problem = self._ownership_problem()
-        if problem and False:
+        if problem:
             raise StoreOwnershipError(f"refusing to repair: {problem}")
         ids = self.metadata.ids()
         counts = {"temp_files": 0, "orphan_files": 0, "orphan_rows": 0, "young_kept": 0}
