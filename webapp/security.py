@@ -65,10 +65,10 @@ def check_csrf() -> None:
 
 
 def charge_upload(pixels: int) -> TooManyRequests | None:
-    """Count one file of `pixels` (as stored) against the client's budgets, files
-    (`UPLOAD_RATE`) and megapixels (`UPLOAD_MEGAPIXELS`), shared by every node through Redis
-    when `REDIS_URL` is set; the 429 (with `Retry-After`) of the budget it is over, or None
-    when it was counted.
+    """Count one file of `pixels` (as stored; 0 for a file that is no acceptable image)
+    against the client's budgets, files (`UPLOAD_RATE`) and megapixels (`UPLOAD_MEGAPIXELS`),
+    shared by every node through Redis when `REDIS_URL` is set; the 429 (with `Retry-After`)
+    of the budget it is over, or None when it was counted.
 
     The client is `request.remote_addr`: the real client address when `TRUSTED_PROXIES`
     matches the proxies in front (see `init_app`). While Redis cannot be reached the file is
@@ -77,11 +77,10 @@ def charge_upload(pixels: int) -> TooManyRequests | None:
     """
     limiter = current_app.extensions["latent_gallery.upload_limiter"].limiter
     address = request.remote_addr or "unknown"
-    charges = [
-        (current_app.extensions["latent_gallery.upload_rate"], 1, "files"),
-        (current_app.extensions["latent_gallery.upload_megapixels"],
-         max(1, math.ceil(pixels / 1e6)), "megapixels"),
-    ]  # fmt: skip
+    charges = [(current_app.extensions["latent_gallery.upload_rate"], 1, "files")]
+    if pixels:
+        megapixels = current_app.extensions["latent_gallery.upload_megapixels"]
+        charges.append((megapixels, math.ceil(pixels / 1e6), "megapixels"))
     try:
         for rate, cost, unit in charges:
             key = (KEY_PREFIX, UPLOAD_SCOPE, unit, address)

@@ -2,10 +2,10 @@
 
 Admission (`accept`) is the only place that says "retry", and it decides for each file of a
 request on its own, before any work starts: past `MAX_FILES` in one request, empty, not an
-acceptable image by its header (format, pixel limit), past the client's upload budget (files
-and megapixels, `security.charge_upload`) or past the free places of the encode queue
-(`ENCODE_QUEUE` files waiting or encoding), a file gets its own error; the others are
-accepted, and each accepted file is encoded and stored whatever that takes. Requests wait for
+acceptable image by its header (format, pixel limit), past the client's upload budget (files,
+unacceptable ones too, and megapixels: `security.charge_upload`) or past the free places of
+the encode queue (`ENCODE_QUEUE` files waiting or encoding), a file gets its own error; the
+others are accepted, and each accepted file is encoded and stored whatever that takes. Requests wait for
 their jobs up to `UPLOAD_WAIT` seconds, holding one of the request threads' wait slots
 (`admission.WaitSlots`; with none free they answer at once); a job still running then is
 answered by its status URL later.
@@ -213,9 +213,14 @@ def accept(files: list[FileStorage]) -> list[UploadJob]:
         ))  # fmt: skip
     contents = [(job, file.read()) for job, file in zip(jobs[:most], files[:most], strict=True)]
     limit = get_renderer().require_codec().settings.max_pixels if any(d for _, d in contents) else 0
-    candidates = [
-        (job, pixels) for job, data in contents if (pixels := _probe(job, data, limit)) is not None
-    ]
+    candidates = []
+    for job, data in contents:
+        pixels, error = _probe(data, limit)
+        if error is None:
+            job.data = data
+            candidates.append((job, pixels))
+        else:
+            job.finish(error=charge_upload(0) or error)
     uploads = get_uploads()
     places = uploads.reserve(len(candidates))
     accepted = []
@@ -229,20 +234,17 @@ def accept(files: list[FileStorage]) -> list[UploadJob]:
     return jobs
 
 
-def _probe(job: UploadJob, data: bytes, max_pixels: int) -> int | None:
+def _probe(data: bytes, max_pixels: int) -> tuple[int, BadRequest | None]:
     """The pixels a file's image is stored with (read from its header, up to `max_pixels`),
-    its content kept in the job; None after finishing the job with why it is not acceptable."""
+    or why it is not acceptable."""
     if not data:
-        job.finish(error=BadRequest("The file is empty."))
-        return None
+        return 0, BadRequest("The file is empty.")
     try:
         width, height = image_size(data, max_pixels)
     except ImageInputError as exc:
-        job.finish(error=BadRequest(f"Not an acceptable image: {exc}"))
-        return None
-    job.data = data
+        return 0, BadRequest(f"Not an acceptable image: {exc}")
     width, height = fit_within(width, height, current_app.config["MAX_SIDE"])
-    return width * height
+    return width * height, None
 
 
 def lookup(job_id: str) -> tuple[UploadJob | None, ImageRecord | None]:
