@@ -5,10 +5,10 @@ request on its own, before any work starts: past `MAX_FILES` in one request, emp
 acceptable image by its header (format, pixel limit), past the client's upload budget (files,
 unacceptable ones too, and megapixels: `security.charge_upload`) or past the free places of
 the encode queue (`ENCODE_QUEUE` files waiting or encoding), a file gets its own error; the
-others are accepted, and each accepted file is encoded and stored whatever that takes. Requests wait for
-their jobs up to `UPLOAD_WAIT` seconds, holding one of the request threads' wait slots
-(`admission.WaitSlots`; with none free they answer at once); a job still running then is
-answered by its status URL later.
+others are accepted, and each accepted file is encoded and stored whatever that takes.
+Requests wait for their jobs up to `UPLOAD_WAIT` seconds, holding one of the request threads'
+wait slots (`admission.WaitSlots`; with none free they answer at once); a job still running
+then is answered by its status URL later.
 
 One thread decodes uploads and runs the encoder, as the render side's decode thread runs the
 decoder: each encode holds its pixels and the encoder's activations (about 400 MB more for a
