@@ -33,11 +33,12 @@ import io
 import json
 import re
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from PIL import Image
 from codec.hardware import Machine, detect
 from tests.servers import Gunicorn, multipart
 
+from .common import DEFAULT_KODAK, DEFAULT_WEIGHTS
 from .load import proc_status, wait_quiet
 
 LATENCY_GOAL_S = 1.0
@@ -92,6 +94,7 @@ class Abuse:
         self.images = list(images)  # uncached renders, each used once
         self.crops = crops
         self.rows: list[Row] = []
+        self.running = ""
         self.details: dict[str, Any] = {}
 
     def take(self, count: int) -> list[str]:
@@ -101,30 +104,40 @@ class Abuse:
         taken, self.images = self.images[:count], self.images[count:]
         return taken
 
-    def get(self, path: str, source: str | None = None, **headers: str) -> Timed:
+    def get(self, path: str, source: str | None = None) -> Timed:
         """GET `path` from `source`: its status and seconds (status 0: no answer)."""
         start = time.perf_counter()
         try:
-            status = self.server.request("GET", path, None, headers, 120, source)[0]
+            status = self.server.request("GET", path, source=source)[0]
         except OSError:
             status = 0
         return Timed(status, time.perf_counter() - start)
 
     def metric(self, name: str) -> float:
-        """A counter's or gauge's value from `/metrics`."""
-        text = self.server.request("GET", "/metrics")[2].decode()
-        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-        return float(match[1]) if match else 0.0
+        """A counter's or gauge's value from the server's `/metrics`."""
+        return metric(self.server, name)
+
+    def add(self, figure: str, value: str, goal: str = "", ok: bool | None = None) -> None:
+        """A row of the scenario running now."""
+        self.rows.append(Row(self.running, figure, value, goal, ok))
 
     @contextmanager
     def scenario(self, name: str) -> Iterator[None]:
-        """Reset the worker's peak RSS, run the block, let the server settle, add the peak."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        """Run the block as scenario `name` (rows `add`ed to it), let the server settle, add the
+        worker's peak RSS from the block's start (VmHWM reset to VmRSS there)."""
+        print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+        self.running = name
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        start = proc_status(self.pid)["rss_mb"]
         yield
         settle(self.server)
         peak = proc_status(self.pid)["peak_rss_mb"]
-        goal = f"<= {RSS_GOAL_MB}"
-        self.rows.append(Row(name, "worker peak RSS MB", str(peak), goal, peak <= RSS_GOAL_MB))
+        self.add(
+            "worker peak RSS MB (RSS at start)",
+            f"{peak} ({start})",
+            f"<= {RSS_GOAL_MB}",
+            peak <= RSS_GOAL_MB,
+        )
 
     def cross_site(self) -> None:
         """A form upload posted from another site."""
@@ -133,22 +146,11 @@ class Abuse:
             headers |= {"Origin": EVIL}
             status = self.server.request("POST", "/upload", body, headers, source=STRANGER)[0]
             depth = self.metric("latent_gallery_encode_queue_depth")
-            self.rows.append(
-                Row(
-                    "cross-site form",
-                    f"POST /upload, Origin {EVIL}",
-                    str(status),
-                    "403",
-                    status == 403,
-                )
-            )
-            self.rows.append(
-                Row("cross-site form", "encode queue depth after", f"{depth:g}", "0", depth == 0)
-            )
+            self.add(f"POST /upload, Origin {EVIL}", str(status), "403", status == 403)
+            self.add("encode queue depth after", f"{depth:g}", "0", depth == 0)
 
     def burst(self, visitors: int) -> None:
         """40 uncached renders from one client, probes and other visitors' renders meanwhile."""
-        name = f"render burst ({BURST} at once)"
         paths = [
             f"/i/{image}.png" + ("?w=256" if n % 2 else "")
             for n, image in enumerate(self.take(BURST))
@@ -192,7 +194,7 @@ class Abuse:
                 seen.append((answer.status, answer.seconds, round(decodes)))
                 time.sleep(1.0)
 
-        with self.scenario(name):
+        with self.scenario(f"render burst ({BURST} at once)"):
             start = time.perf_counter()
             watchers = [threading.Thread(target=probe), threading.Thread(target=visit)]
             attackers = [threading.Thread(target=attack, args=(path,)) for path in paths]
@@ -207,35 +209,26 @@ class Abuse:
 
             firsts = Counter(answer.status for answer in first)
             finals = Counter(answer.status for answer in final)
-            self.rows += [
-                Row(name, "attacker: first answers", _statuses(firsts)),
-                Row(
-                    name,
-                    "attacker: after retrying 503s (Retry-After)",
-                    f"{_statuses(finals)} after {sum(requests)} requests, {seconds:.1f} s",
-                ),
-            ]
+            self.add("attacker: first answers", _statuses(firsts))
+            self.add(
+                "attacker: answers after retrying 503s (Retry-After)",
+                f"{_statuses(finals)}, {sum(requests)} requests in {seconds:.1f} s",
+            )
             for path, times in probes.items():
                 worst, median = max(times), statistics.median(times)
-                self.rows.append(
-                    Row(
-                        name,
-                        f"GET {path} max / median s ({len(times)} probes)",
-                        f"{worst:.3f} / {median:.3f}",
-                        f"<= {LATENCY_GOAL_S:g}",
-                        worst <= LATENCY_GOAL_S,
-                    )
+                self.add(
+                    f"GET {path} max / median s ({len(times)} probes)",
+                    f"{worst:.3f} / {median:.3f}",
+                    f"<= {LATENCY_GOAL_S:g}",
+                    worst <= LATENCY_GOAL_S,
                 )
             for number, (status, latency, decodes) in enumerate(seen, 1):
                 ahead = decodes - 1  # its own decode is one of them
-                self.rows.append(
-                    Row(
-                        name,
-                        f"visitor render {number}: status, s, decodes meanwhile (own incl.)",
-                        f"{status}, {latency:.2f} s, {decodes}",
-                        f"200, others <= {DECODES_AHEAD_GOAL}",
-                        status == 200 and ahead <= DECODES_AHEAD_GOAL,
-                    )
+                self.add(
+                    f"visitor's render {number}: status, s, decodes meanwhile (its own too)",
+                    f"{status}, {latency:.2f} s, {decodes}",
+                    f"200, <= {DECODES_AHEAD_GOAL} + its own",
+                    status == 200 and ahead <= DECODES_AHEAD_GOAL,
                 )
             self.details["burst"] = {
                 "first": [asdict(t) for t in first],
@@ -246,9 +239,8 @@ class Abuse:
 
     def flood(self) -> None:
         """40 files in one request, then three such requests at once from three addresses."""
-        name = f"file flood ({FLOOD_FILES} files, ?wait=0)"
         files = [(crop, f"f{n}.png") for n, crop in enumerate(self.flood_files())]
-        with self.scenario(name):
+        with self.scenario(f"file flood ({FLOOD_FILES} files, ?wait=0)"):
             counts = [self.upload_files(files, FLOODER)]
             depth = self.metric("latent_gallery_encode_queue_depth")
             settle(self.server)
@@ -269,20 +261,16 @@ class Abuse:
             ):
                 accepted = count.pop("accepted", 0)
                 past = max(0, round(after) - ENCODE_QUEUE)
-                self.rows += [
-                    Row(
-                        name,
-                        f"{label}: accepted / refused (by status)",
-                        f"{accepted} / {sum(count.values())} {_statuses(count)}",
-                    ),
-                    Row(
-                        name,
-                        f"{label}: encode queue depth right after, past the bound {ENCODE_QUEUE}",
-                        f"{after:g}, {past} past",
-                        "0 past",
-                        past == 0,
-                    ),
-                ]
+                self.add(
+                    f"{label}: files accepted / refused (by status)",
+                    f"{accepted} / {sum(count.values())} ({_statuses(count)})",
+                )
+                self.add(
+                    f"{label}: encode queue depth right after (bound {ENCODE_QUEUE})",
+                    f"{after:g}, {past} past the bound",
+                    "0 past",
+                    past == 0,
+                )
 
     def flood_files(self) -> list[bytes]:
         """`FLOOD_FILES` distinct small PNGs (256x256 halves of the crops)."""
@@ -308,7 +296,6 @@ class Abuse:
 
     def huge_upload(self, interval: float, renders: int, warm_s: float) -> None:
         """A 6000x6000 upload encoding and warming while a visitor asks for small renders."""
-        name = f"huge upload ({HUGE_SIDE}x{HUGE_SIDE} PNG)"
         huge = _png(Image.new("RGB", (HUGE_SIDE, HUGE_SIDE), (196, 120, 48)))
         spare = self.take(len(self.images))
         seen: list[Timed] = []
@@ -323,7 +310,7 @@ class Abuse:
             self.server.stored(status, json.loads(data))
             stored.append(time.perf_counter() - start)
 
-        with self.scenario(name):
+        with self.scenario(f"huge upload ({HUGE_SIDE}x{HUGE_SIDE} PNG)"):
             start = time.perf_counter()
             uploader = threading.Thread(target=upload)
             uploader.start()
@@ -338,35 +325,36 @@ class Abuse:
             uploader.join()
             window = stored[0] + warm_s
             inside = [answer for answer in seen if answer.at < window]
-            self.rows += [
-                Row(name, f"upload: {len(huge) // 1000} KB, stored after (s)", f"{stored[0]:.1f}"),
-                Row(
-                    name,
-                    f"small renders requested in the first {window:.0f} s: statuses",
-                    _statuses(Counter(a.status for a in inside)),
-                    "all 200",
-                    len(inside) >= min(renders, len(seen)) and all(a.status == 200 for a in inside),
-                ),
-                Row(
-                    name,
-                    "their latencies s (at s)",
-                    ", ".join(f"{a.seconds:.2f} ({a.at:.0f})" for a in inside),
-                ),
-            ]
+            statuses = Counter(answer.status for answer in inside)
+            self.add(f"upload of {len(huge) // 1000} KB: stored after s", f"{stored[0]:.1f}")
+            self.add(
+                f"small uncached renders asked in its first {window:.0f} s: statuses",
+                _statuses(statuses),
+                "all 200",
+                bool(inside) and set(statuses) == {200},
+            )
+            self.add(
+                "their latencies s (asked at s)",
+                ", ".join(f"{a.seconds:.1f} ({a.at:.0f})" for a in inside),
+            )
             self.details["huge"] = {"stored_s": stored[0], "renders": [asdict(a) for a in seen]}
 
 
 def settle(server: Gunicorn, timeout: float = 600) -> None:
     """Wait until no upload is encoding, then until the decode queue is empty (`wait_quiet`)."""
     end = time.monotonic() + timeout
-    while True:
-        text = server.request("GET", "/metrics")[2].decode()
-        if re.search(r"^latent_gallery_encode_queue_depth 0\.0$", text, re.MULTILINE):
-            break
+    while metric(server, "latent_gallery_encode_queue_depth"):
         if time.monotonic() > end:
             raise RuntimeError("the encode queue did not drain")
         time.sleep(0.5)
     wait_quiet(server, timeout)
+
+
+def metric(server: Gunicorn, name: str) -> float:
+    """A counter's or gauge's value from `/metrics` (0 if it has none yet)."""
+    text = server.request("GET", "/metrics")[2].decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
 
 
 def _statuses(count: Counter) -> str:
@@ -426,17 +414,17 @@ def print_report(machine: str, rows: list[Row]) -> None:
 def main() -> int:
     """Seed, restart at the defaults, run the scenarios, print; 1 if a goal fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default="../shared/weights/taesd")
-    parser.add_argument("--kodak", type=Path, default=Path("../shared/images/kodak"))
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--kodak", type=Path, default=DEFAULT_KODAK)
     parser.add_argument("--visitors", type=int, default=3, help="visitor renders in the burst")
     parser.add_argument(
         "--render-interval",
         type=float,
-        default=3.0,
-        help="seconds between small renders during the huge upload",
+        default=10.0,
+        help="seconds between the small renders asked for during the huge upload",
     )
-    parser.add_argument("--renders", type=int, default=5, help="small renders, at least")
-    parser.add_argument("--spare", type=int, default=10, help="images kept for those renders")
+    parser.add_argument("--renders", type=int, default=5, help="of those, at least")
+    parser.add_argument("--spare", type=int, default=12, help="images kept for those renders")
     parser.add_argument(
         "--warm-s",
         type=float,
@@ -470,10 +458,12 @@ def main() -> int:
         server.start(timeout=300)
         try:
             abuse = Abuse(server, ids, crops)
-            for image in abuse.take(2):  # both decoders run once before anything is timed
-                for width in ("", "?w=256"):
-                    abuse.get(f"/i/{image}.png{width}")
-            run(abuse, args)
+            for image, width in zip(abuse.take(2), ("", "?w=256"), strict=True):
+                abuse.get(f"/i/{image}.png{width}")  # each decoder runs once before the timing
+            abuse.cross_site()
+            abuse.burst(args.visitors)
+            abuse.flood()  # its encodes are done before the huge upload starts
+            abuse.huge_upload(args.render_interval, args.renders, args.warm_s)
             machine = machine_of(server)
             traceback = "Traceback" in server.logs()
         finally:
@@ -485,18 +475,6 @@ def main() -> int:
         figures = {"machine": machine, "rows": [asdict(r) for r in abuse.rows], **abuse.details}
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if all(row.ok is not False for row in abuse.rows) else 1
-
-
-def run(abuse: Abuse, args: argparse.Namespace) -> None:
-    """The scenarios, cheapest first (the flood's encodes are done before the huge upload)."""
-    steps: list[Callable[[], None]] = [
-        abuse.cross_site,
-        lambda: abuse.burst(args.visitors),
-        abuse.flood,
-        lambda: abuse.huge_upload(args.render_interval, args.renders, args.warm_s),
-    ]
-    for step in steps:
-        step()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ register_heif_opener()
 Image.init()
 
 DEFAULT_MAX_PIXELS = 50_000_000
+SOURCE_SIZE = "source_size"
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "HEIF")
 BACKGROUND = (255, 255, 255)
 _SRGB = ImageCms.createProfile("sRGB")
@@ -36,21 +37,25 @@ def open_image(
     against `max_pixels` before any pixel is decoded, the first frame of an animation is taken,
     EXIF orientation is applied, and an embedded ICC profile is converted to sRGB. With
     `max_side`, an image longer than that is scaled down to it (`fit_within`; a JPEG is first
-    decoded at the smallest DCT scale that still covers it, for a fraction of the time).
+    decoded at the smallest DCT scale that still covers it, for a fraction of the time); its
+    `info[SOURCE_SIZE]` keeps the size it had, upright.
     """
     with _decoding(max_pixels):
         image = _open_checked(source, max_pixels)
-        size = image.size if max_side is None else fit_within(*image.size, max_side)
-        if size != image.size:
-            image.draft(None, size)
+        full = image.size
+        if max_side is not None:
+            image.draft(None, fit_within(*full, max_side))
         image.seek(0)
         image.load()
+        decoded = image.size
         image = ImageOps.exif_transpose(image)
+        turned = image.size != decoded
     if image.width < 1 or image.height < 1:
         raise ImageInputError("image has no pixels")
     image = to_rgb(image)
     if max_side is not None and max(image.size) > max_side:
         image = image.resize(fit_within(*image.size, max_side), Image.Resampling.LANCZOS)
+    image.info[SOURCE_SIZE] = full[::-1] if turned else full
     return image
 
 
@@ -63,9 +68,9 @@ def image_size(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
 
 def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
     """(width, height) scaled down so that neither exceeds `side` (unchanged if none does)."""
-    scale = side / max(width, height)
-    if scale >= 1:
+    if max(width, height) <= side:
         return width, height
+    scale = side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

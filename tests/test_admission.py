@@ -161,10 +161,16 @@ def test_an_upload_warms_its_full_size_only_if_small(make_app, monkeypatch, widt
     assert asked == [*full, (256, Priority.BACKGROUND), (512, Priority.BACKGROUND)]
 
 
-def test_uploads_past_max_side_are_stored_scaled_down(make_app):
+def test_uploads_past_max_side_are_stored_scaled_down_and_say_so(make_app):
     client = make_app(MAX_SIDE=100).test_client()
     image = upload(client, png_bytes(300, 120))
     assert (image["width"], image["height"]) == (100, 40)
+    assert (image["source_width"], image["source_height"]) == (300, 120)
+    small = upload(client, png_bytes(80, 60))
+    assert (small["source_width"], small["source_height"]) == (80, 60)
+    page = client.get(f"/i/{image['id']}").get_data(as_text=True)
+    assert "stored at 100 × 40 from 300 × 120" in page
+    assert "stored at" not in client.get(f"/i/{small['id']}").get_data(as_text=True)
 
 
 def test_an_upload_waits_for_its_encode_only_while_a_slot_is_free(make_app):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from codec.errors import ImageInputError
-from codec.images import BACKGROUND, open_image, pad_to_multiple
+from codec.images import BACKGROUND, SOURCE_SIZE, image_size, open_image, pad_to_multiple
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -44,6 +44,34 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     image = open_image(encoded(gradient(40, 24), "JPEG", exif=exif))
     assert image.size == (24, 40)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize(("orientation", "upright"), [(1, (1600, 1000)), (6, (1000, 1600))])
+def test_max_side_scales_down_upright_and_keeps_the_source_size(fmt, orientation, upright):
+    """A 1600x1000 photo (turned by its EXIF or not) under `max_side=400`: stored at 400 px on
+    its longest side, upright, with the pixels of a plain resize (a JPEG's reduced DCT decode
+    included); the size it was uploaded at is kept."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo = gradient(1600, 1000)
+    data = encoded(photo, fmt, exif=exif)
+    image = open_image(data, max_side=400)
+    assert image.size == tuple(400 * side // 1600 for side in upright)
+    assert image.info[SOURCE_SIZE] == upright
+    expected = open_image(data).resize(image.size, Image.Resampling.LANCZOS)
+    difference = np.abs(np.asarray(image, float) - np.asarray(expected, float))
+    assert difference.mean() < 2.0
+    unchanged = open_image(data, max_side=2000)
+    assert unchanged.size == upright and unchanged.info[SOURCE_SIZE] == upright
+
+
+def test_image_size_reads_only_the_header():
+    assert image_size(png_claiming(9000, 8000), max_pixels=10**8) == (9000, 8000)
+    with pytest.raises(ImageInputError, match="over the limit"):
+        image_size(png_claiming(9000, 8000), max_pixels=5 * 10**7)
+    with pytest.raises(ImageInputError, match="not an image"):
+        image_size(b"hello")
 
 
 def test_alpha_is_composited_on_white():

@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from tests.conftest import Backend, assert_consistent, data_files, png_bytes, upload, wait_idle
 from webapp.blobs import BlobExistsError
 from webapp.cli import main
-from webapp.metadata import MetadataStore
+from webapp.metadata import MetadataStore, alembic_config
 from webapp.storage import STORE_MARKER, ImageStore, StoreOwnershipError
 
 NOT_OURS = r"has no Latent Gallery store marker matching this database"
@@ -190,6 +192,30 @@ def test_migrations_upgrade_once_and_are_required(backend, tmp_path, request):
     store.metadata.require_current()
 
 
+def test_rows_from_before_source_sizes_upgrade_and_read_as_stored(backend, tmp_path, request):
+    """A database at 0001 with an image: 0002 adds the upload's size, NULL for it, so its
+    source size is its stored size."""
+    if backend.name == "s3+postgresql":
+        fresh = request.getfixturevalue("postgres").create_database(f"e{secrets.token_hex(8)}")
+        backend = Backend(backend.name, fresh, backend.storage)
+    store = backend.open(tmp_path / "data")
+    with store.metadata.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            sa.text(
+                "INSERT INTO images (id, width, height, uploaded_bytes, latent_bytes, created_at,"
+                " method, delete_key_hash) VALUES ('A' || :tail, 64, 48, 9, 5, 1.0, 'ec', :key)"
+            ),
+            {"tail": "A" * 21, "key": b"hash"},
+        )
+    store.metadata.upgrade()
+    record = store.get("A" * 22)
+    assert record is not None and record.source_size == record.size == (64, 48)
+    store.metadata.close()
+
+
 def test_nodes_upgrading_at_once_take_turns(backend, tmp_path, request):
     if backend.name == "s3+postgresql":  # without turns they would wait on each other: give up
         fresh = request.getfixturevalue("postgres").create_database(f"e{secrets.token_hex(8)}")
@@ -241,8 +267,8 @@ def use(monkeypatch: pytest.MonkeyPatch, data: Path, backend: Backend) -> None:
 def test_db_upgrade_and_repair_commands(backend, tmp_path, monkeypatch, capsys):
     use(monkeypatch, tmp_path / "data", backend)
     assert main(["db", "upgrade"]) == 0
-    before = "0001" if backend.name == "s3+postgresql" else "empty"  # the fixture migrated it
-    assert f"{before} -> 0001" in capsys.readouterr().out
+    before = "0002" if backend.name == "s3+postgresql" else "empty"  # the fixture migrated it
+    assert f"{before} -> 0002" in capsys.readouterr().out
     store = backend.open(tmp_path / "data")
     [(image_id, _, _)] = fill(store, 1)
     store.blobs.put(f"{'B' * 22}.sdz", b"orphan")

@@ -17,7 +17,8 @@ from webapp.render import get_renderer
 from webapp.storage import STORE_MARKER
 
 IMAGE_FIELDS = {
-    "id", "page_url", "png_url", "latent_url", "width", "height", "uploaded_bytes",
+    "id", "page_url", "png_url", "latent_url", "width", "height", "source_width", "source_height",
+    "uploaded_bytes",
     "latent_bytes", "bits_per_pixel", "created_at", "method",
 }  # fmt: skip
 

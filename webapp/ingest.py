@@ -11,6 +11,7 @@ from flask import Request, current_app
 from werkzeug.exceptions import BadRequest
 
 from codec import ImageInputError
+from codec.images import SOURCE_SIZE
 
 from .errors import InsufficientStorage
 from .render import get_renderer
@@ -56,6 +57,7 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
             height=image.height,
             uploaded_bytes=len(data),
             method=codec.settings.method,
+            source_size=image.info[SOURCE_SIZE],
         )
     except StorageFullError as exc:
         log.error("disk full, %s not stored: %s", filename, exc)

@@ -42,6 +42,8 @@ images = sa.Table(
     sa.Column("created_at", sa.Double().with_variant(sa.REAL(), "sqlite"), nullable=False),
     sa.Column("method", sa.Text, nullable=False),
     sa.Column("delete_key_hash", sa.LargeBinary, nullable=False),
+    sa.Column("source_width", sa.Integer, nullable=True),
+    sa.Column("source_height", sa.Integer, nullable=True),
     sqlite_autoincrement=True,
 )
 settings = sa.Table(
@@ -63,11 +65,19 @@ class ImageRecord:
     latent_bytes: int
     created_at: float
     method: str
+    source_width: int | None = None
+    source_height: int | None = None
+    """The size it was uploaded at, when it was stored smaller (`MAX_SIDE`); else None."""
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) as stored."""
         return self.width, self.height
+
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) as uploaded."""
+        return (self.source_width or self.width), (self.source_height or self.height)
 
     @property
     def bits_per_pixel(self) -> float:
@@ -125,7 +135,7 @@ class MetadataStore:
         with self._write() as connection:
             if not self.is_sqlite:
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-            config = _alembic_config()
+            config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
         if self.is_sqlite and self.url.database and self.url.database != ":memory:":
@@ -138,7 +148,7 @@ class MetadataStore:
 
     def require_current(self) -> None:
         """Raise `RuntimeError` unless the schema is at the newest migration."""
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         current = self.revision()
         if current != head:
             raise RuntimeError(
@@ -244,7 +254,7 @@ def _disk_full(error: BaseException | None) -> bool:
     )
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config

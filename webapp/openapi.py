@@ -27,6 +27,11 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+def _refused(description: str) -> dict[str, Any]:
+    """An upload answer with no file accepted: per-file errors, or the request's own."""
+    return _json({"anyOf": [_ref("UploadResult"), _ref("Error")]}, description)
+
+
 _IMAGE_PROPERTIES = {
     "id": _ID,
     "page_url": {"type": "string", "format": "uri"},
@@ -34,6 +39,8 @@ _IMAGE_PROPERTIES = {
     "latent_url": {"type": "string", "format": "uri"},
     "width": {"type": "integer", "minimum": 1},
     "height": {"type": "integer", "minimum": 1},
+    "source_width": {"type": "integer", "minimum": 1, "description": "Width as uploaded."},
+    "source_height": {"type": "integer", "minimum": 1, "description": "Height as uploaded."},
     "uploaded_bytes": {"type": "integer", "minimum": 1},
     "latent_bytes": {"type": "integer", "minimum": 1},
     "bits_per_pixel": {"type": "number", "exclusiveMinimum": 0},
@@ -161,24 +168,27 @@ SPEC: dict[str, Any] = {
                         _ref("UploadResult"),
                         "Accepted: `jobs` lists the files still encoding (see their status URL).",
                     ),
-                    "400": _json(
-                        {"anyOf": [_ref("UploadResult"), _ref("Error")]},
-                        "No file, or no file is an acceptable image.",
-                    ),
+                    "400": _refused("No file, or no file is an acceptable image."),
                     "403": _error("Cross-site request, or a session without its CSRF token."),
-                    "413": _error("The request is larger than the upload limit."),
-                    "429": {**_error("Too many uploads from this address."), "headers": _RETRY},
+                    "413": _refused(
+                        "The request is larger than the upload limit, or brings more than "
+                        "`LATENT_GALLERY_MAX_FILES` files and none of the first was accepted."
+                    ),
+                    "429": {
+                        **_refused(
+                            "No file was accepted: the first is over this address's budget "
+                            "of files or megapixels."
+                        ),
+                        "headers": _RETRY,
+                    },
                     "503": {
-                        **_error(
-                            "The encode queue is full or the models are not loaded; nothing "
+                        **_refused(
+                            "The encode queue is full or the models are not loaded; no file "
                             "was accepted: send again after `Retry-After` seconds."
                         ),
                         "headers": _RETRY,
                     },
-                    "507": _json(
-                        {"anyOf": [_ref("UploadResult"), _ref("Error")]},
-                        "The server's disk is full; no file was stored.",
-                    ),
+                    "507": _refused("The server's disk is full; no file was stored."),
                 },
             },
             "get": {

@@ -132,9 +132,12 @@ class ImageStore:
         uploaded_bytes: int,
         method: str,
         image_id: str | None = None,
+        source_size: tuple[int, int] | None = None,
     ) -> tuple[ImageRecord, str]:
-        """Store a latent file as `image_id` (default: a new random id); returns its record and
-        the delete key (shown once). The file goes first, never over another, then the row."""
+        """Store a latent file as `image_id` (default: a new random id) of an image uploaded at
+        `source_size` (if not its stored size); returns its record and the delete key (shown
+        once). The file goes first, never over another, then the row."""
+        source = source_size if source_size != (width, height) else None
         record = ImageRecord(
             id=image_id or secrets.token_urlsafe(16),
             width=width,
@@ -143,6 +146,8 @@ class ImageStore:
             latent_bytes=len(latent),
             created_at=time.time(),
             method=method,
+            source_width=source[0] if source else None,
+            source_height=source[1] if source else None,
         )
         key = secrets.token_urlsafe(24)
         name = blob_name(record.id)
