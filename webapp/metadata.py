@@ -255,6 +255,7 @@ def _disk_full(error: BaseException | None) -> bool:
 
 
 def alembic_config() -> Config:
+    """Alembic's configuration of this project's migrations."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
