@@ -146,7 +146,7 @@ class Codec:
         scale = self.encoder.space.downscale
         pixels = pad_to_multiple(image_to_tensor(image), scale)
         latent = run_tiled(
-            self.encoder.encode, pixels, self.settings.tile, ENCODE_OVERLAP, 1 / scale
+            self.encoder.encode, pixels, self.settings.tile, ENCODE_OVERLAP, 1 / scale, scale
         )
         return latent[0].numpy()
 

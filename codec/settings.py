@@ -21,7 +21,7 @@ class CodecSettings:
     decoder: str = DEFAULT_HUB_ID
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    tile: int = 1024
+    tile: int = 768
     method: str = DEFAULT_METHOD
     correction: str = "auto"
     thumbnail_decoder: str = "auto"

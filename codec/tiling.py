@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size `tile` covering `length`, neighbours sharing `overlap`."""
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """(start, size) of the fewest tiles of at most `tile` covering `length`, all of one size
+    and evenly spaced, neighbours sharing at least `overlap` (less by under `align` where
+    starts and sizes are rounded to multiples of `align`): a length just over `tile` gets two
+    tiles of about half, not two full tiles that mostly overlap."""
     if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return [*starts, length - tile]
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, align * math.ceil((length + (count - 1) * overlap) / count / align))
+    step = (length - size) / (count - 1)
+    return [(align * round(i * step / align), size) for i in range(count)]
 
 
 def _ramp(size: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
@@ -40,8 +45,10 @@ def run_tiled(
     tile: int,
     overlap: int,
     scale: float,
+    align: int = 1,
 ) -> torch.Tensor:
-    """Apply `fn` (which scales H and W by `scale`) to `x` `(B, C, H, W)` tile by tile.
+    """Apply `fn` (which scales H and W by `scale`) to `x` `(B, C, H, W)` tile by tile
+    (`tile_spans`, starts and sizes multiples of `align`).
 
     Inputs no larger than `tile` go through `fn` whole, so small images are exact. The
     overlap is capped at half a tile. Tiles are blended in float32 on `fn`'s device; the
@@ -51,11 +58,12 @@ def run_tiled(
     if height <= tile and width <= tile:
         return fn(x)
     overlap = min(overlap, tile // 2)
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    rows, columns = (tile_spans(n, tile, overlap, align) for n in (height, width))
+    ys, xs = [y for y, _ in rows], [x0 for x0, _ in columns]
     out = weights = None
-    for y in ys:
-        for x0 in xs:
-            part = fn(x[..., y : y + tile, x0 : x0 + tile])
+    for y, tile_h in rows:
+        for x0, tile_w in columns:
+            part = fn(x[..., y : y + tile_h, x0 : x0 + tile_w])
             if out is None:
                 out_h, out_w = round(height * scale), round(width * scale)
                 out = torch.zeros(*part.shape[:2], out_h, out_w, device=part.device)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 
-from codec.tiling import run_tiled, tile_starts
+from codec.tiling import run_tiled, tile_spans
 
 
-def test_tile_starts_cover_the_length():
-    for length, tile, overlap in [(100, 32, 8), (64, 64, 8), (65, 64, 8), (10, 32, 4)]:
-        starts = tile_starts(length, tile, overlap)
-        covered = set()
-        for start in starts:
-            covered.update(range(start, min(start + tile, length)))
-        assert covered == set(range(length))
-        assert starts[-1] + min(tile, length) == length
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap", "align"),
+    [(100, 32, 8, 1), (64, 64, 8, 1), (65, 64, 8, 1), (10, 32, 4, 1), (1024, 768, 64, 8),
+     (2048, 768, 64, 8), (776, 768, 128, 8), (4096, 1024, 16, 1)],
+)  # fmt: skip
+def test_tile_spans_cover_the_length_with_the_fewest_even_tiles(length, tile, overlap, align):
+    spans = tile_spans(length, tile, overlap, align)
+    covered = set()
+    for start, size in spans:
+        assert (size <= tile and start % align == 0 and size % align == 0) or size == length
+        covered.update(range(start, start + size))
+    assert covered == set(range(length))
+    assert spans[-1][0] + spans[-1][1] == length
+    assert len({size for _, size in spans}) == 1
+    assert len(spans) == (1 if length <= tile else -(-(length - overlap) // (tile - overlap)))
+    for (a, size), (b, _) in itertools.pairwise(spans):
+        assert a + size - b >= overlap - align + 1  # neighbours share the overlap
+
+
+def test_a_length_just_over_a_tile_is_two_half_tiles():
+    assert tile_spans(1024, 768, 128, 8) == [(0, 576), (448, 576)]
 
 
 def test_pointwise_function_is_exact_through_tiles():
