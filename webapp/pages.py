@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import js_lib_htmx
 from flask import (
@@ -110,17 +111,23 @@ def upload() -> Response:
 def uploaded() -> Response:
     """The no-JS uploader's result: each `?job=` stored (with its delete key, shown once),
     still encoding, or not stored and why; `no-store`."""
-    results = []
-    for job_id in request.args.getlist("job")[: current_app.config["MAX_FILES"]]:
-        job, record = lookup(job_id)
-        key = take_delete_key(job) if job is not None and record is not None else None
-        error = job.error.description if job is not None and job.error else None
-        pending = job is not None and job.pending
-        results.append({"record": record, "key": key, "pending": pending, "error": error,
-                        "filename": job.filename if job else None})  # fmt: skip
+    job_ids = request.args.getlist("job")[: current_app.config["MAX_FILES"]]
+    results = [_upload_result(job_id) for job_id in job_ids]
     if not results:
         raise BadRequest("This link names no upload.")
     return no_store(render_template("uploaded.html", results=results, not_stored=NOT_STORED))
+
+
+def _upload_result(job_id: str) -> dict[str, Any]:
+    """What `/uploaded` shows of one job: its record and key (once), pending, or its error."""
+    job, record = lookup(job_id)
+    return {
+        "record": record,
+        "key": take_delete_key(job) if job is not None and record is not None else None,
+        "pending": job is not None and job.pending,
+        "error": job.error.description if job is not None and job.error else None,
+        "filename": job.filename if job is not None else None,
+    }
 
 
 @bp.get(f"/static/vendor/htmx-{HTMX_VERSION}.min.js")

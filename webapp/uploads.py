@@ -224,12 +224,16 @@ def accept(files: list[FileStorage]) -> list[UploadJob]:
     uploads = get_uploads()
     places = uploads.reserve(len(candidates))
     accepted = []
-    for index, (job, pixels) in enumerate(candidates):
-        refusal = uploads.full() if index >= places else charge_upload(pixels)
-        if refusal is None:
-            accepted.append(job)
-        else:
-            job.finish(error=refusal)
+    try:
+        for index, (job, pixels) in enumerate(candidates):
+            refusal = uploads.full() if index >= places else charge_upload(pixels)
+            if refusal is None:
+                accepted.append(job)
+            else:
+                job.finish(error=refusal)
+    except BaseException:
+        uploads.enqueue([], places)  # the places back, nothing queued
+        raise
     uploads.enqueue(accepted, places)
     return jobs
 
