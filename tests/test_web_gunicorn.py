@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,16 +45,6 @@ def test_upload_render_cache_and_delete_over_http(server: Gunicorn) -> None:
     assert headers["Cache-Control"] == "public, max-age=31536000, s-maxage=300, immutable"
     status, _, thumb = server.request("GET", png_path + "&w=256")
     assert status == 200 and Image.open(io.BytesIO(thumb)).size == (256, 171)
-
-    for suffix, size in (("", (768, 512)), ("&w=256", (256, 171))):
-        reference = server.request("GET", png_path + suffix)[2]
-        status, answer, avif = server.request("GET", png_path.replace(".png?", ".avif?") + suffix)
-        assert status == 200 and answer["Content-Type"] == "image/avif"
-        assert len(avif) < len(reference) / 3
-        decoded, exact = (np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), float)
-                          for data in (avif, reference))  # fmt: skip
-        assert decoded.shape[1::-1] == size
-        assert 10 * np.log10(255**2 / ((decoded - exact) ** 2).mean()) >= 40  # no visible loss
 
     timings = []
     for _ in range(10):

@@ -230,30 +230,6 @@ def test_latent_file_download_decodes_to_the_served_png(app, client):
     assert np.array_equal(np.asarray(decoded), np.asarray(png))
 
 
-def test_avif_is_the_same_render_made_once_and_cached_beside_the_png(app, client):
-    image = upload(client, png_bytes(600, 400))
-    wait_idle(app)
-    decodes = metric(client, DECODES)
-    avif_url = image["png_url"].replace(".png?", ".avif?") + "&w=256"
-    response = client.get(avif_url)
-    assert response.status_code == 200 and response.mimetype == "image/avif"
-    cache = response.headers["Cache-Control"]
-    assert cache == "public, max-age=31536000, s-maxage=300, immutable"
-    png = client.get(image["png_url"] + "&w=256")
-    assert response.headers["ETag"] != png.headers["ETag"]
-    avif, reference = (np.asarray(Image.open(io.BytesIO(r.data)).convert("RGB"), float)
-                       for r in (response, png))  # fmt: skip
-    assert avif.shape == reference.shape == (171, 256, 3)
-    assert 10 * np.log10(255**2 / ((avif - reference) ** 2).mean()) >= 30  # tiny model: noise
-    renderer = get_renderer(app)
-    assert renderer.cache.get((image["id"], ("avif", 256))) == response.data
-    assert client.get(avif_url).data == response.data
-    assert metric(client, DECODES) == decodes  # made from the warmed PNG, then from the cache
-    client.delete(f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]})
-    assert renderer.cache.get((image["id"], ("avif", 256))) is None
-    assert client.get(avif_url).status_code == 404
-
-
 def test_delete_evicts_the_renders(app, client):
     image = upload(client)
     wait_idle(app)

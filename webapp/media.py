@@ -1,6 +1,6 @@
-"""Renders (`/i/<id>.png?v=&w=`, `.avif` for pages) and latent files (`/i/<id>.sdz`).
+"""Rendered PNGs (`/i/<id>.png?v=&w=`) and latent files (`/i/<id>.sdz`): immutable, cacheable.
 
-A render's URL names the decoder version that renders it (`v`, `render_url`), so a year of
+A PNG's URL names the decoder version that renders it (`v`, `png_url`), so a year of
 `immutable` caching stays true when the decoder changes: a URL with another version answers
 302 to the current one, and one without `v` (links made before versions) is served for
 revalidation (`no-cache`, ETag) rather than cached forever. Shared caches (a CDN, nginx) keep
@@ -16,8 +16,6 @@ from flask import Blueprint, Response, abort, redirect, request, send_file, url_
 from werkzeug.exceptions import BadRequest
 
 from .admission import client_address
-from .avif import avif_of_png
-from .cache import ByteLRU
 from .png import THUMB_WIDTHS, effective_width
 from .render import get_renderer
 from .storage import get_record_or_404, get_store
@@ -33,18 +31,6 @@ SHARED_MAX_AGE = 300
 def png(image_id: str) -> Response:
     """The image decoded to PNG, full size or `?w=` one of `THUMB_WIDTHS`; 304 on a matching
     `If-None-Match` without decoding (the ETag names the id, width and decoder weights)."""
-    return _render(image_id, "png")
-
-
-@bp.get("/i/<image_id>.avif", endpoint="avif")
-def avif(image_id: str) -> Response:
-    """The same render as the PNG of these arguments, as AVIF (`webapp.avif`): what pages show."""
-    return _render(image_id, "avif")
-
-
-def _render(image_id: str, kind: str) -> Response:
-    """A render of `kind` (png, avif) answered from the cache or a decode, 302 to the current
-    decoder's URL, or 304."""
     record = get_record_or_404(image_id)
     asked_width = request.args.get("w", type=int)
     if "w" in request.args and asked_width not in THUMB_WIDTHS:
@@ -52,21 +38,19 @@ def _render(image_id: str, kind: str) -> Response:
     renderer = get_renderer()
     version = request.args.get("v")
     if version is not None and version != renderer.version:
-        moved = redirect(render_url(image_id, asked_width, kind=kind))
+        moved = redirect(png_url(image_id, asked_width))
         moved.cache_control.no_cache = True
         return moved
     width = effective_width(record.width, asked_width)
-    etag = f"{image_id}-{width or 'full'}-{renderer.version}-{kind}"
+    etag = f"{image_id}-{width or 'full'}-{renderer.version}"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
         try:
-            body = renderer.render(image_id, width, client_address())
-            if kind == "avif":
-                body = _cached_avif(renderer.cache, (image_id, ("avif", width)), body)
+            png = renderer.render(image_id, width, client_address())
+            response = Response(png, mimetype="image/png")
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
-        response = Response(body, mimetype=f"image/{kind}")
     response.set_etag(etag)
     if version is None:
         response.cache_control.public = True
@@ -75,24 +59,13 @@ def _render(image_id: str, kind: str) -> Response:
     return immutable(response)
 
 
-def _cached_avif(cache: ByteLRU, key: tuple, png: bytes) -> bytes:
-    """The AVIF of a render from the cache, or made from its PNG and cached."""
-    avif = cache.get(key)
-    if avif is None:
-        avif = avif_of_png(png)
-        cache.put(key, avif)
-    return avif
-
-
-def render_url(
-    image_id: str, width: int | None = None, *, kind: str = "png", external: bool = False
-) -> str:
-    """The URL of an image's render (`width`: one of `THUMB_WIDTHS`; `kind`: png or avif)
-    under the current decoder's version; without a version while the decoder is not loaded."""
+def png_url(image_id: str, width: int | None = None, *, external: bool = False) -> str:
+    """The URL of an image's PNG (`width`: one of `THUMB_WIDTHS`) under the current decoder's
+    version; without a version while the decoder is not loaded."""
     renderer = get_renderer()
     version = renderer.version if renderer.codec is not None else None
     url = absolute_url if external else url_for
-    return url(f"media.{kind}", image_id=image_id, w=width, v=version)
+    return url("media.png", image_id=image_id, w=width, v=version)
 
 
 @bp.get("/i/<image_id>.sdz", endpoint="latent")

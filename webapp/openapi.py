@@ -32,40 +32,6 @@ def _refused(description: str) -> dict[str, Any]:
     return _json({"anyOf": [_ref("UploadResult"), _ref("Error")]}, description)
 
 
-def _render_path(operation: str, kind: str, what: str) -> dict[str, Any]:
-    """The path item of a render of `kind` (png, avif)."""
-    media = {f"image/{kind}": {"schema": _BINARY}}
-    return {
-        "parameters": [_ID_PARAM],
-        "get": {
-            "operationId": operation,
-            "summary": f"The image decoded, full size or a thumbnail width, as {what}.",
-            "parameters": [
-                {
-                    "name": "w",
-                    "in": "query",
-                    "schema": {"type": "integer", "enum": list(THUMB_WIDTHS)},
-                },
-                {
-                    "name": "v",
-                    "in": "query",
-                    "description": "The decoder version the URL names (as in `png_url`); "
-                    "without it the render is served for revalidation (`no-cache`).",
-                    "schema": {"type": "string"},
-                },
-            ],
-            "responses": {
-                "200": {"description": what, "content": media},
-                "302": {"description": "`v` is another decoder's: Location is the current."},
-                "304": {"description": "Not modified (If-None-Match matched the ETag)."},
-                "400": {"description": "`w` is not an allowed width."},
-                "404": {"description": "No image has this id."},
-                "503": _UNAVAILABLE,
-            },
-        },
-    }
-
-
 _IMAGE_PROPERTIES = {
     "id": _ID,
     "page_url": {"type": "string", "format": "uri"},
@@ -307,10 +273,35 @@ SPEC: dict[str, Any] = {
                 },
             },
         },
-        "/i/{image_id}.png": _render_path("getPng", "png", "PNG"),
-        "/i/{image_id}.avif": _render_path(
-            "getAvif", "avif", "AVIF (4:4:4, over 40 dB from the PNG; what pages show)"
-        ),
+        "/i/{image_id}.png": {
+            "parameters": [_ID_PARAM],
+            "get": {
+                "operationId": "getPng",
+                "summary": "The image decoded to PNG, full size or a thumbnail width.",
+                "parameters": [
+                    {
+                        "name": "w",
+                        "in": "query",
+                        "schema": {"type": "integer", "enum": list(THUMB_WIDTHS)},
+                    },
+                    {
+                        "name": "v",
+                        "in": "query",
+                        "description": "The decoder version the URL names (as in `png_url`); "
+                        "without it the PNG is served for revalidation (`no-cache`).",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
+                    "302": {"description": "`v` is another decoder's: Location is the current."},
+                    "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                    "400": {"description": "`w` is not an allowed width."},
+                    "404": {"description": "No image has this id."},
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
         "/i/{image_id}.sdz": {
             "parameters": [_ID_PARAM],
             "get": {

@@ -25,7 +25,7 @@ from werkzeug.exceptions import BadRequest
 
 from codec.images import thumbnail_size
 
-from .media import ONE_YEAR, render_url
+from .media import ONE_YEAR, png_url
 from .png import THUMB_WIDTHS
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
@@ -67,7 +67,7 @@ def image(image_id: str) -> str:
         "image.html",
         image=record,
         page_url=absolute_url("pages.image", image_id=record.id),
-        png_url=render_url(record.id, external=True),
+        png_url=png_url(record.id, external=True),
     )
 
 
@@ -167,22 +167,15 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 
 
 @bp.app_template_filter()
-def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH, kind: str = "png") -> str:
-    """The URL of an image's thumbnail of `width` (one of `THUMB_WIDTHS`) as `kind`."""
-    return render_url(record.id, width, kind=kind)
+def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH) -> str:
+    """The URL of an image's thumbnail PNG of `width` (one of `THUMB_WIDTHS`)."""
+    return png_url(record.id, width)
 
 
 @bp.app_template_filter()
-def thumb_srcset(record: ImageRecord, kind: str = "png") -> str:
-    """An `srcset` of an image's thumbnails as `kind` (sharp cards on wide and high-DPI
-    screens)."""
-    return ", ".join(f"{thumb_url(record, w, kind)} {min(w, record.width)}w" for w in THUMB_WIDTHS)
-
-
-@bp.app_template_global()
-def avif_url(image_id: str) -> str:
-    """The URL of an image's full-size render as AVIF (what its page shows)."""
-    return render_url(image_id, kind="avif")
+def thumb_srcset(record: ImageRecord) -> str:
+    """An `srcset` of an image's thumbnails (sharp cards on wide and high-DPI screens)."""
+    return ", ".join(f"{thumb_url(record, w)} {min(w, record.width)}w" for w in THUMB_WIDTHS)
 
 
 def _gallery_page() -> tuple[list[ImageRecord], str | None]:
