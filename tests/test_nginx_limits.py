@@ -69,7 +69,6 @@ def proxied(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "LATENT_GALLERY_ENCODER": str(tiny_folder),
         "LATENT_GALLERY_DECODER": str(tiny_folder),
         "LATENT_GALLERY_DEVICE": "cpu",
-        "LATENT_GALLERY_THREADS": "8",
     }
     node = Gunicorn(folder / "node", folder / "node.log", env)
     nginx = Nginx(folder / "nginx", [f"127.0.0.1:{node.port}"])
