@@ -59,7 +59,6 @@ def run_tiled(
         return fn(x)
     overlap = min(overlap, tile // 2)
     rows, columns = (tile_spans(n, tile, overlap, align) for n in (height, width))
-    ys, xs = [y for y, _ in rows], [x0 for x0, _ in columns]
     out = weights = None
     for y, tile_h in rows:
         for x0, tile_w in columns:
@@ -71,7 +70,8 @@ def run_tiled(
             ph, pw = part.shape[-2:]
             oy, ox, ov = round(y * scale), round(x0 * scale), round(overlap * scale)
             mask = torch.outer(
-                _ramp(ph, ov, y == ys[0], y == ys[-1]), _ramp(pw, ov, x0 == xs[0], x0 == xs[-1])
+                _ramp(ph, ov, y == rows[0][0], y == rows[-1][0]),
+                _ramp(pw, ov, x0 == columns[0][0], x0 == columns[-1][0]),
             ).to(part.device)
             out[..., oy : oy + ph, ox : ox + pw] += part * mask
             weights[oy : oy + ph, ox : ox + pw] += mask

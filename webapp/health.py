@@ -11,7 +11,6 @@ from .render import get_renderer
 from .unavailable import ModelUnavailableError
 
 bp = Blueprint("health", __name__)
-UNLOADED = "the models are not loaded; the server's log says why"
 
 
 @bp.get("/healthz")
@@ -23,8 +22,8 @@ def healthz() -> tuple[dict, int]:
     renderer = get_renderer()
     try:
         codec = renderer.require_codec()
-    except ModelUnavailableError:
-        return {"status": "unavailable", "cause": UNLOADED}, 503
+    except ModelUnavailableError as exc:
+        return {"status": "unavailable", "cause": str(exc)}, 503
     return {
         "status": "ok",
         "latent_space": codec.decoder.space.name,

@@ -29,6 +29,8 @@ from limits.strategies import RateLimiter
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .admission import client_address
+
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -76,18 +78,15 @@ def charge_upload(pixels: int) -> TooManyRequests | None:
     limiter's store does not stop every upload.
     """
     limiter = current_app.extensions["latent_gallery.upload_limiter"].limiter
-    address = request.remote_addr or "unknown"
-    charges = [(current_app.extensions["latent_gallery.upload_rate"], 1, "files")]
-    if pixels:
-        megapixels = current_app.extensions["latent_gallery.upload_megapixels"]
-        charges.append((megapixels, math.ceil(pixels / 1e6), "megapixels"))
+    rates: dict[str, RateLimitItem] = current_app.extensions["latent_gallery.upload_rates"]
+    costs = {"files": 1, **({"megapixels": math.ceil(pixels / 1e6)} if pixels else {})}
+    keys = {unit: (KEY_PREFIX, UPLOAD_SCOPE, unit, client_address()) for unit in costs}
     try:
-        for rate, cost, unit in charges:
-            key = (KEY_PREFIX, UPLOAD_SCOPE, unit, address)
-            if not limiter.test(rate, *key, cost=cost):
-                return _over_budget(limiter, rate, key, unit)
-        for rate, cost, unit in charges:
-            limiter.hit(rate, *(KEY_PREFIX, UPLOAD_SCOPE, unit, address), cost=cost)
+        for unit, cost in costs.items():
+            if not limiter.test(rates[unit], *keys[unit], cost=cost):
+                return _over_budget(limiter, rates[unit], keys[unit], unit)
+        for unit, cost in costs.items():
+            limiter.hit(rates[unit], *keys[unit], cost=cost)
     except StorageError as error:
         log.warning("upload rate limit not applied, its store is unreachable: %s", error)
     return None
@@ -131,11 +130,10 @@ def init_app(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    for setting in ("UPLOAD_RATE", "UPLOAD_MEGAPIXELS"):
-        count, period = app.config[setting]
-        app.extensions[f"latent_gallery.{setting.lower()}"] = RateLimitItemPerSecond(
-            count, int(period)
-        )
+    app.extensions["latent_gallery.upload_rates"] = {
+        unit: RateLimitItemPerSecond(app.config[setting][0], int(app.config[setting][1]))
+        for unit, setting in (("files", "UPLOAD_RATE"), ("megapixels", "UPLOAD_MEGAPIXELS"))
+    }
     app.extensions["latent_gallery.upload_limiter"] = Limiter(
         get_remote_address,
         app=app,
