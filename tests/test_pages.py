@@ -82,7 +82,7 @@ def test_gallery_shows_cards_newest_first_with_sizes(client):
     # placeholders first: renders waiting on decodes must not hold the browser's connections
     assert {a["fetchpriority"] for a in imgs if a.get("class") == "preview"} == {"high"}
     for attrs in thumbs:
-        assert re.search(rf"\.png\?w={pages.THUMB_WIDTH}&v=[0-9a-f]{{16}}$", attrs["src"])
+        assert re.search(rf"\.avif\?w={pages.THUMB_WIDTH}&v=[0-9a-f]{{16}}$", attrs["src"])
         assert attrs["loading"] == "lazy" and attrs["fetchpriority"] == "low"
         assert int(attrs["width"]) > 0 and int(attrs["height"]) > 0
     assert re.search(r"\d+(\.\d)?\N{MULTIPLICATION SIGN} (smaller|larger)", html)

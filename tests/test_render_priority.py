@@ -50,9 +50,9 @@ def test_a_visitor_is_decoded_before_background_work_queued_earlier(gallery):
     app, ids, decoded = gallery
     renderer = get_renderer(app)
     with decoder_held(app):
-        renderer.warm(ids[64], (64, 48))
+        renderer.warm(app.extensions["latent_gallery.store"].get(ids[64]))
         wait_until(lambda: renderer.batcher.decoding == 1)  # the 64 px image is in the model
-        renderer.warm(ids[72], (72, 48))
+        renderer.warm(app.extensions["latent_gallery.store"].get(ids[72]))
         visitor = get_in_thread(app, f"/i/{ids[80]}.png")
         wait_until(lambda: renderer.queue_depth == 2)
     visitor.join(timeout=30)
@@ -65,7 +65,7 @@ def test_a_visitor_moves_the_background_decode_it_joins_ahead(gallery):
     renderer = get_renderer(app)
     with decoder_held(app):
         for width in WIDTHS:
-            renderer.warm(ids[width], (width, 48))
+            renderer.warm(app.extensions["latent_gallery.store"].get(ids[width]))
             wait_until(lambda: renderer.batcher.decoding == 1)
         visitor = get_in_thread(app, f"/i/{ids[80]}.png")
         wait_until(lambda: metric(app.test_client(), "latent_gallery_coalesced_requests_total"))

@@ -10,7 +10,8 @@ from PIL import Image
 
 from tests.conftest import metric, noise, png_bytes, upload, wait_idle, wait_until
 from tests.servers import Gunicorn
-from webapp.png import encode_png, rendered_bytes, thumbnail
+from webapp.avif import encode_avif
+from webapp.png import rendered_bytes, thumbnail
 from webapp.render import get_renderer
 from webapp.settings import Settings
 from webapp.warmup import warm_newest_page, warm_previews
@@ -28,18 +29,38 @@ def stored(make_app, *sizes: tuple[int, int]) -> list[str]:
     return ids
 
 
-def test_put_decoded_caches_the_full_size_and_thumbnails_without_a_decode(make_app):
+def record_of(app, image_id: str):
+    return app.extensions["latent_gallery.store"].get(image_id)
+
+
+def test_put_decoded_caches_the_page_renders_without_a_decode(make_app):
     [image_id] = stored(make_app, (320, 200))
     app = make_app()
     client = app.test_client()
     image = noise(320, 200, seed=7)
-    get_renderer(app).put_decoded(image_id, image)
+    get_renderer(app).put_decoded(record_of(app, image_id), image)
     wait_idle(app)
-    assert client.get(f"/i/{image_id}.png").data == encode_png(image)
-    thumb = client.get(f"/i/{image_id}.png?w=256").data
-    assert thumb == encode_png(thumbnail(image, 256))
+    assert client.get(f"/i/{image_id}.avif").data == encode_avif(image)
+    thumb = client.get(f"/i/{image_id}.avif?w=256").data
+    assert thumb == encode_avif(thumbnail(image, 256))
     assert Image.open(io.BytesIO(thumb)).size == (256, 160)
     assert metric(client, "latent_gallery_cache_hits_total") == 2
+    assert metric(client, "latent_gallery_cache_misses_total") == 0
+    assert client.get(f"/i/{image_id}.png").status_code == 200  # PNGs: decoded on demand
+    assert metric(client, DECODES) == 1
+
+
+def test_put_decoded_makes_display_and_thumbnails_from_the_display_reconstruction(make_app):
+    [image_id] = stored(make_app, (1280, 800))
+    app = make_app()
+    client = app.test_client()
+    record = record_of(app, image_id)
+    assert record.display_bytes > 0
+    image, display = noise(1280, 800, seed=7), noise(1024, 640, seed=8)
+    get_renderer(app).put_decoded(record, image, display)
+    wait_idle(app)
+    assert client.get(f"/i/{image_id}.avif?w=1024").data == encode_avif(display)
+    assert client.get(f"/i/{image_id}.avif?w=256").data == encode_avif(thumbnail(display, 256))
     assert metric(client, "latent_gallery_cache_misses_total") == 0
     assert metric(client, DECODES) == 0
 
@@ -52,7 +73,7 @@ def test_the_newest_page_is_warmed_as_far_as_the_cache_holds_it(make_app):
     wait_idle(app)
     assert metric(client, DECODES) == 2
     for image_id in ids:
-        assert client.get(f"/i/{image_id}.png").status_code == 200
+        assert client.get(f"/i/{image_id}.avif").status_code == 200
     assert metric(client, "latent_gallery_cache_hits_total") == 2
     assert metric(client, DECODES) == 3  # only the oldest needed a decode
 
@@ -82,7 +103,7 @@ def test_a_started_gunicorn_decodes_the_newest_page_before_anyone_asks(env, make
     try:
         wait_until(lambda: decodes(server) == 2)
         for image_id in ids:
-            status, _, body = server.request("GET", f"/i/{image_id}.png?w=256")
+            status, _, body = server.request("GET", f"/i/{image_id}.avif?w=256")
             assert status == 200 and Image.open(io.BytesIO(body)).size == (256, 160)
         assert decodes(server) == 2
         assert "warming the newest 2 images" in server.logs()

@@ -267,8 +267,8 @@ def use(monkeypatch: pytest.MonkeyPatch, data: Path, backend: Backend) -> None:
 def test_db_upgrade_and_repair_commands(backend, tmp_path, monkeypatch, capsys):
     use(monkeypatch, tmp_path / "data", backend)
     assert main(["db", "upgrade"]) == 0
-    before = "0002" if backend.name == "s3+postgresql" else "empty"  # the fixture migrated it
-    assert f"{before} -> 0002" in capsys.readouterr().out
+    before = "0003" if backend.name == "s3+postgresql" else "empty"  # the fixture migrated it
+    assert f"{before} -> 0003" in capsys.readouterr().out
     store = backend.open(tmp_path / "data")
     [(image_id, _, _)] = fill(store, 1)
     store.blobs.put(f"{'B' * 22}.sdz", b"orphan")

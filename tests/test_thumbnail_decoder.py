@@ -174,16 +174,16 @@ def test_gallery_thumbnails_decode_straight_to_their_size_and_nothing_else_does(
     assert Image.open(io.BytesIO(small.data)).size == (256, 171)
     wait_idle(client.application)
     assert decode_counts(client) == (1, 1)
-    assert renderer.cache.get((image["id"], None)) is None
+    assert renderer.cache.get((image["id"], None, "png")) is None
     assert client.get(f"/i/{image['id']}.png?w=512").status_code == 200
     assert client.get(f"/i/{image['id']}.png").status_code == 200
     wait_idle(client.application)
     assert decode_counts(client) == (2, 1)
     warmed = make_app(CODEC=codec)  # another restart; warming asks for every size at once
-    get_renderer(warmed).warm(image["id"], (600, 400))
+    get_renderer(warmed).warm(warmed.extensions["latent_gallery.store"].get(image["id"]))
     wait_idle(warmed)
     assert decode_counts(warmed.test_client()) == (1, 0)  # thumbnails share the full decode
-    assert get_renderer(warmed).cache.get((image["id"], 256)) is not None
+    assert get_renderer(warmed).cache.get((image["id"], 256, "avif")) is not None
     plain = make_app(CODEC=Codec(CodecSettings(effort="0"), encoder=model, decoder=model))
     assert get_renderer(plain).version != renderer.version  # the URLs name its weights too
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .media import png_url
+from .media import render_url
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, UploadJob, accept, lookup, take_delete_key, wait_for
 from .urls import absolute_url, no_store
@@ -25,7 +25,7 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
     body = {
         "id": record.id,
         "page_url": absolute_url("pages.image", image_id=record.id),
-        "png_url": png_url(record.id, external=True),
+        "png_url": render_url(record.id, external=True),
         "latent_url": absolute_url("media.latent", image_id=record.id),
         "width": record.width,
         "height": record.height,

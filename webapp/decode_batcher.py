@@ -271,6 +271,8 @@ class DecodeBatcher:
         error."""
         start = time.perf_counter()
         self.decoding = len(jobs)
+        for job in jobs:
+            job.future.set_running_or_notify_cancel()
         scale = jobs[0].scale
         try:
             latents = torch.from_numpy(np.stack([job.latent for job in jobs]))

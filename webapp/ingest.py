@@ -14,6 +14,7 @@ from codec import ImageInputError
 from codec.images import SOURCE_SIZE
 
 from .errors import InsufficientStorage
+from .png import display_size, thumbnail
 from .render import get_renderer
 from .storage import ImageRecord, StorageFullError, get_store
 
@@ -35,8 +36,10 @@ class InMemoryRequest(Request):
 
 
 def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[ImageRecord, str]:
-    """Decode, encode and store one uploaded file as `image_id`; its renders come from the
-    encode's own reconstruction when it made one (no decode), else are warmed in the background.
+    """Decode, encode and store one uploaded file as `image_id`: its latent and, when it is
+    larger than its display render (`png.display_size`), a display latent of that size. Its
+    renders come from the encodes' own reconstructions when they made them (no decode), else
+    are warmed in the background.
 
     Runs on the encode thread (`webapp.uploads`), in an app context. Returns the record and its
     delete key; raises `BadRequest` for a file that is not an acceptable image (its description
@@ -47,6 +50,8 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
     try:
         image = codec.open(data, current_app.config["MAX_SIDE"])
         encoded = codec.compress(image)
+        size = display_size(image.width, image.height)
+        display = codec.compress(thumbnail(image, size[0])) if size else None
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
     try:
@@ -58,13 +63,14 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
             uploaded_bytes=len(data),
             method=codec.settings.method,
             source_size=image.info[SOURCE_SIZE],
+            display=display.data if display else None,
         )
     except StorageFullError as exc:
         log.error("disk full, %s not stored: %s", filename, exc)
         raise InsufficientStorage() from None
     current_app.extensions["latent_gallery.metrics"].uploads.inc()
-    if encoded.image is not None:
-        renderer.put_decoded(record.id, encoded.image)
+    if encoded.image is not None and (display is None or display.image is not None):
+        renderer.put_decoded(record, encoded.image, display.image if display else None)
     else:
-        renderer.warm(record.id, record.size)
+        renderer.warm(record)
     return record, key

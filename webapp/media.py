@@ -1,6 +1,6 @@
-"""Rendered PNGs (`/i/<id>.png?v=&w=`) and latent files (`/i/<id>.sdz`): immutable, cacheable.
+"""Renders (`/i/<id>.png?v=&w=`, `.avif`) and latent files (`/i/<id>.sdz`): immutable, cacheable.
 
-A PNG's URL names the decoder version that renders it (`v`, `png_url`), so a year of
+A render's URL names the decoder version that renders it (`v`, `render_url`), so a year of
 `immutable` caching stays true when the decoder changes: a URL with another version answers
 302 to the current one, and one without `v` (links made before versions) is served for
 revalidation (`no-cache`, ETag) rather than cached forever. Shared caches (a CDN, nginx) keep
@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, redirect, request, send_file, url_
 from werkzeug.exceptions import BadRequest
 
 from .admission import client_address
-from .png import THUMB_WIDTHS, effective_width
+from .png import effective_width, render_widths
 from .render import get_renderer
 from .storage import get_record_or_404, get_store
 from .urls import absolute_url
@@ -27,28 +27,35 @@ ONE_YEAR = 31536000
 SHARED_MAX_AGE = 300
 
 
-@bp.get("/i/<image_id>.png", endpoint="png")
-def png(image_id: str) -> Response:
-    """The image decoded to PNG, full size or `?w=` one of `THUMB_WIDTHS`; 304 on a matching
-    `If-None-Match` without decoding (the ETag names the id, width and decoder weights)."""
+FORMATS = {"png": "image/png", "avif": "image/avif"}
+"""Render formats by extension: PNG (downloads, link previews), AVIF (what pages show)."""
+
+
+@bp.get("/i/<image_id>.png", endpoint="png", defaults={"fmt": "png"})
+@bp.get("/i/<image_id>.avif", endpoint="avif", defaults={"fmt": "avif"})
+def render(image_id: str, fmt: str) -> Response:
+    """The image decoded, full size or `?w=` one of its `render_widths`, as PNG or AVIF; 304 on
+    a matching `If-None-Match` without decoding (the ETag names the id, width, format and
+    decoder weights)."""
     record = get_record_or_404(image_id)
     asked_width = request.args.get("w", type=int)
-    if "w" in request.args and asked_width not in THUMB_WIDTHS:
-        raise BadRequest(f"w must be one of {', '.join(map(str, THUMB_WIDTHS))}.")
+    widths = render_widths(record.width, record.height)
+    if "w" in request.args and asked_width not in widths:
+        raise BadRequest(f"w must be one of {', '.join(map(str, widths))}.")
     renderer = get_renderer()
     version = request.args.get("v")
     if version is not None and version != renderer.version:
-        moved = redirect(png_url(image_id, asked_width))
+        moved = redirect(render_url(image_id, asked_width, fmt))
         moved.cache_control.no_cache = True
         return moved
     width = effective_width(record.width, asked_width)
-    etag = f"{image_id}-{width or 'full'}-{renderer.version}"
+    etag = f"{image_id}-{width or 'full'}-{renderer.version}" + ("" if fmt == "png" else f"-{fmt}")
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
         try:
-            png = renderer.render(image_id, width, client_address())
-            response = Response(png, mimetype="image/png")
+            data = renderer.render(record, width, fmt, client_address())
+            response = Response(data, mimetype=FORMATS[fmt])
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
     response.set_etag(etag)
@@ -59,13 +66,16 @@ def png(image_id: str) -> Response:
     return immutable(response)
 
 
-def png_url(image_id: str, width: int | None = None, *, external: bool = False) -> str:
-    """The URL of an image's PNG (`width`: one of `THUMB_WIDTHS`) under the current decoder's
-    version; without a version while the decoder is not loaded."""
+def render_url(
+    image_id: str, width: int | None = None, fmt: str = "png", *, external: bool = False
+) -> str:
+    """The URL of an image's render (`width`: one of its `render_widths`; `fmt`: one of
+    `FORMATS`) under the current decoder's version; without a version while the decoder is not
+    loaded."""
     renderer = get_renderer()
     version = renderer.version if renderer.codec is not None else None
     url = absolute_url if external else url_for
-    return url("media.png", image_id=image_id, w=width, v=version)
+    return url(f"media.{fmt}", image_id=image_id, w=width, v=version)
 
 
 @bp.get("/i/<image_id>.sdz", endpoint="latent")

@@ -44,6 +44,7 @@ images = sa.Table(
     sa.Column("delete_key_hash", sa.LargeBinary, nullable=False),
     sa.Column("source_width", sa.Integer, nullable=True),
     sa.Column("source_height", sa.Integer, nullable=True),
+    sa.Column("display_bytes", sa.Integer, nullable=True),
     sqlite_autoincrement=True,
 )
 settings = sa.Table(
@@ -68,6 +69,8 @@ class ImageRecord:
     source_width: int | None = None
     source_height: int | None = None
     """The size it was uploaded at, when it was stored smaller (`MAX_SIDE`); else None."""
+    display_bytes: int | None = None
+    """The size of its display latent (large images keep one beside the full latent)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -80,14 +83,19 @@ class ImageRecord:
         return (self.source_width or self.width), (self.source_height or self.height)
 
     @property
+    def stored_bytes(self) -> int:
+        """Bytes kept for the image: its latent and its display latent."""
+        return self.latent_bytes + (self.display_bytes or 0)
+
+    @property
     def bits_per_pixel(self) -> float:
         """Stored bits per pixel of the image."""
-        return self.latent_bytes * 8 / (self.width * self.height)
+        return self.stored_bytes * 8 / (self.width * self.height)
 
     @property
     def ratio(self) -> float:
-        """How many times smaller the stored latent is than the upload."""
-        return self.uploaded_bytes / self.latent_bytes
+        """How many times smaller what is stored is than the upload."""
+        return self.uploaded_bytes / self.stored_bytes
 
 
 _RECORD_COLUMNS = [images.c[f.name] for f in fields(ImageRecord)]
@@ -171,6 +179,15 @@ class MetadataStore:
                 sa.select(*_RECORD_COLUMNS).where(images.c.id == image_id)
             ).first()
         return ImageRecord(*row) if row else None
+
+    def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
+        """The ids of the images just newer and just older than an id in gallery order (by
+        `seq`), None at either end (both None for an unknown id)."""
+        seq = sa.select(images.c.seq).where(images.c.id == image_id).scalar_subquery()
+        newer = sa.select(images.c.id).where(images.c.seq > seq).order_by(images.c.seq)
+        older = sa.select(images.c.id).where(images.c.seq < seq).order_by(images.c.seq.desc())
+        with self.engine.connect() as connection:
+            return connection.scalar(newer.limit(1)), connection.scalar(older.limit(1))
 
     def page(self, before: int | None, limit: int) -> list[tuple[int, ImageRecord]]:
         """Up to `limit` (seq, record) pairs with seq below `before`, newest first."""

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .blobs import BlobExistsError
 from .metadata import ImageRecord
-from .storage import ImageStore, blob_name
+from .storage import ImageStore, blob_names_of
 
 ROW_BATCH = 500
 
@@ -74,7 +74,10 @@ def migrate(
     report.files_copied = sum(entry[0] for entry in checksums.values() if entry)
     if not same_rows:
         _copy_rows(source, target, [row for row in rows if checksums[row[0].id]], report)
-    expected = {image_id: entry[1] for image_id, entry in checksums.items() if entry}
+    records = {record.id: record for record, _ in rows}
+    expected = {
+        image_id: (records[image_id], entry[1]) for image_id, entry in checksums.items() if entry
+    }
     with ThreadPoolExecutor(workers) as pool:
         _verify(target, expected, pool)
     target.claim()
@@ -86,24 +89,33 @@ def migrate(
 def _copy_file(
     source: ImageStore, target: ImageStore, record: ImageRecord, same: bool
 ) -> tuple[str, tuple[bool, str] | None]:
-    """(id, (whether copied, SHA-256)), or (id, None) if the source has no file."""
-    name = blob_name(record.id)
+    """(id, (whether any file was copied, SHA-256 of its files)), or (id, None) if the source
+    lacks one of its files."""
+    names = blob_names_of(record)
     try:
-        data = source.blobs.get(name)
+        files = [source.blobs.get(name) for name in names]
     except FileNotFoundError:
         return record.id, None
-    checksum = hashlib.sha256(data).hexdigest()
-    if same:
-        return record.id, (False, checksum)
-    try:
-        target.blobs.put(name, data)
-    except BlobExistsError:
-        if hashlib.sha256(target.blobs.get(name)).hexdigest() != checksum:
-            raise MigrationError(
-                f"{name} differs in {target.blobs.url} from {source.blobs.url}"
-            ) from None
-        return record.id, (False, checksum)
-    return record.id, (True, checksum)
+    checksum = _checksum(files)
+    copied = False
+    for name, data in zip(names, files, strict=True) if not same else ():
+        try:
+            target.blobs.put(name, data)
+            copied = True
+        except BlobExistsError:
+            if target.blobs.get(name) != data:
+                raise MigrationError(
+                    f"{name} differs in {target.blobs.url} from {source.blobs.url}"
+                ) from None
+    return record.id, (copied, checksum)
+
+
+def _checksum(files: list[bytes]) -> str:
+    """The SHA-256 of an image's files, in `blob_names_of` order."""
+    digest = hashlib.sha256()
+    for data in files:
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()
 
 
 def _copy_rows(
@@ -123,20 +135,23 @@ def _copy_rows(
         target.metadata.setting(name, value)
 
 
-def _verify(target: ImageStore, expected: dict[str, str], pool: ThreadPoolExecutor) -> None:
-    """Counts and checksums: every id has its row and a file with the expected SHA-256."""
+def _verify(
+    target: ImageStore, expected: dict[str, tuple[ImageRecord, str]], pool: ThreadPoolExecutor
+) -> None:
+    """Counts and checksums: every id has its row and files with the expected SHA-256."""
     lacking = set(expected) - target.metadata.ids()
     if lacking:
         raise MigrationError(f"{len(lacking)} rows missing in the target, e.g. {min(lacking)}")
 
     def checksum(image_id: str) -> tuple[str, str | None]:
         try:
-            return image_id, hashlib.sha256(target.blobs.get(blob_name(image_id))).hexdigest()
+            names = blob_names_of(expected[image_id][0])
+            return image_id, _checksum([target.blobs.get(name) for name in names])
         except FileNotFoundError:
             return image_id, None
 
     found = dict(_progress(pool.map(checksum, expected), len(expected), "verified"))
-    wrong = sorted(image_id for image_id, value in found.items() if value != expected[image_id])
+    wrong = sorted(image_id for image_id, value in found.items() if value != expected[image_id][1])
     if wrong:
         raise MigrationError(f"{len(wrong)} files missing or different in the target: {wrong[0]}")
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from .api import MAX_LIMIT
-from .png import THUMB_WIDTHS
+from .png import DISPLAY_SIDE, THUMB_WIDTHS
 
 bp = Blueprint("openapi", __name__)
 
@@ -122,6 +122,46 @@ _UNAVAILABLE = {
     "passed its deadline; retry after `Retry-After` seconds.",
     "headers": _RETRY,
 }
+
+
+def _render_path(fmt: str, operation: str, note: str) -> dict[str, Any]:
+    """The spec of a render route in `fmt`."""
+    return {
+        "parameters": [_ID_PARAM],
+        "get": {
+            "operationId": operation,
+            "summary": f"The image decoded to {fmt.upper()}, full size or `w` wide. {note}",
+            "parameters": [
+                {
+                    "name": "w",
+                    "in": "query",
+                    "description": "A width, or for a portrait larger than "
+                    f"{DISPLAY_SIDE} px its display width (its height scaled to {DISPLAY_SIDE}); "
+                    "one at least the image's width gives the full size.",
+                    "schema": {"type": "integer", "enum": [*THUMB_WIDTHS, DISPLAY_SIDE]},
+                },
+                {
+                    "name": "v",
+                    "in": "query",
+                    "description": "The decoder version the URL names (as in `png_url`); "
+                    "without it the render is served for revalidation (`no-cache`).",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": fmt.upper() + ".",
+                    "content": {f"image/{fmt}": {"schema": _BINARY}},
+                },
+                "302": {"description": "`v` is another decoder's: Location is the current."},
+                "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                "400": {"description": "`w` is not one of the image's widths."},
+                "404": {"description": "No image has this id."},
+                "503": _UNAVAILABLE,
+            },
+        },
+    }
+
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -273,35 +313,10 @@ SPEC: dict[str, Any] = {
                 },
             },
         },
-        "/i/{image_id}.png": {
-            "parameters": [_ID_PARAM],
-            "get": {
-                "operationId": "getPng",
-                "summary": "The image decoded to PNG, full size or a thumbnail width.",
-                "parameters": [
-                    {
-                        "name": "w",
-                        "in": "query",
-                        "schema": {"type": "integer", "enum": list(THUMB_WIDTHS)},
-                    },
-                    {
-                        "name": "v",
-                        "in": "query",
-                        "description": "The decoder version the URL names (as in `png_url`); "
-                        "without it the PNG is served for revalidation (`no-cache`).",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
-                    "302": {"description": "`v` is another decoder's: Location is the current."},
-                    "304": {"description": "Not modified (If-None-Match matched the ETag)."},
-                    "400": {"description": "`w` is not an allowed width."},
-                    "404": {"description": "No image has this id."},
-                    "503": _UNAVAILABLE,
-                },
-            },
-        },
+        "/i/{image_id}.png": _render_path("png", "getPng", "Full size, for downloads."),
+        "/i/{image_id}.avif": _render_path(
+            "avif", "getAvif", "What pages show: 4:4:4, at least 40 dB PSNR from the PNG."
+        ),
         "/i/{image_id}.sdz": {
             "parameters": [_ID_PARAM],
             "get": {

@@ -25,8 +25,8 @@ from werkzeug.exceptions import BadRequest
 
 from codec.images import thumbnail_size
 
-from .media import ONE_YEAR, png_url
-from .png import THUMB_WIDTHS
+from .media import ONE_YEAR, render_url
+from .png import THUMB_WIDTHS, display_size
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
 from .urls import absolute_url, no_store
@@ -35,6 +35,14 @@ bp = Blueprint("pages", __name__)
 
 PAGE_SIZE = 24
 THUMB_WIDTH = THUMB_WIDTHS[0]  # the card's src; the larger widths go in its srcset
+PICTURE_SIZES = (
+    "(max-width: 900px) min({width}px, calc(100vw - 3.5rem - 2px), {by_height}), "
+    "min({width}px, calc(1200px - 25rem - 2px), calc(100vw - 27rem - 2px), {by_height})"
+)
+"""The width of the image page's picture as `static/app.css` lays it out (keep them in step):
+the viewer's inside (the page less the details column above 900px, the viewer's padding and
+border), or the picture's greatest height (`100vh - 10rem`) times its aspect ratio, or the
+image's own width, whichever is least."""
 HTMX_FILE = Path(js_lib_htmx.__file__).parent / "static" / "htmx" / "htmx.min.js"
 HTMX_VERSION = re.search(rb'version:"([^"]+)"', HTMX_FILE.read_bytes()).group(1).decode()
 
@@ -63,11 +71,14 @@ def card(image_id: str) -> str:
 def image(image_id: str) -> str:
     """One image with its facts, share link, downloads and delete button."""
     record = get_record_or_404(image_id)
+    newer, older = get_store().neighbours(record.id)
     return render_template(
         "image.html",
         image=record,
         page_url=absolute_url("pages.image", image_id=record.id),
-        png_url=png_url(record.id, external=True),
+        png_url=render_url(record.id, external=True),
+        newer=newer,
+        older=older,
     )
 
 
@@ -168,14 +179,45 @@ def thumb_size(record: ImageRecord) -> tuple[int, int]:
 
 @bp.app_template_filter()
 def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH) -> str:
-    """The URL of an image's thumbnail PNG of `width` (one of `THUMB_WIDTHS`)."""
-    return png_url(record.id, width)
+    """The URL of an image's thumbnail of `width` (one of `THUMB_WIDTHS`), as AVIF."""
+    return render_url(record.id, width, "avif")
 
 
 @bp.app_template_filter()
 def thumb_srcset(record: ImageRecord) -> str:
     """An `srcset` of an image's thumbnails (sharp cards on wide and high-DPI screens)."""
     return ", ".join(f"{thumb_url(record, w)} {min(w, record.width)}w" for w in THUMB_WIDTHS)
+
+
+@bp.app_template_filter()
+def picture_url(record: ImageRecord) -> str:
+    """The URL of an image's display render as AVIF: its full size when that fits the display
+    size (`DISPLAY_SIDE`)."""
+    display = display_size(record.width, record.height)
+    return render_url(record.id, display[0] if display else None, "avif")
+
+
+@bp.app_template_filter()
+def full_url(record: ImageRecord) -> str:
+    """The URL of an image's full-size render as AVIF (the viewer loads it when zoomed in)."""
+    return render_url(record.id, None, "avif")
+
+
+@bp.app_template_filter()
+def picture_srcset(record: ImageRecord) -> str:
+    """An `srcset` of an image page's picture: the largest thumbnail if it is smaller than the
+    display render, and the display render; never the full size of a larger image."""
+    display = display_size(record.width, record.height)
+    display_width = display[0] if display else record.width
+    small = [(thumb_url(record, w), w) for w in THUMB_WIDTHS[-1:] if w < display_width]
+    return ", ".join(f"{url} {w}w" for url, w in [*small, (picture_url(record), display_width)])
+
+
+@bp.app_template_filter()
+def picture_sizes(record: ImageRecord) -> str:
+    """The `sizes` of an image page's picture (`PICTURE_SIZES`)."""
+    by_height = f"calc((100vh - 10rem) * {record.width / record.height:.4f})"
+    return PICTURE_SIZES.format(width=record.width, by_height=by_height)
 
 
 def _gallery_page() -> tuple[list[ImageRecord], str | None]:

@@ -14,9 +14,12 @@ import io
 
 from PIL import Image
 
-from codec.images import thumbnail_size
+from codec.images import fit_within, thumbnail_size
 
 THUMB_WIDTHS = (256, 512)
+DISPLAY_SIDE = 1024
+"""The longest side of an image's display render, what its page shows: about what a laptop
+screen's viewer holds, and a quarter of a 2048-px photo's pixels (about 2 s on a 2-core CPU)."""
 PNG_COMPRESS_LEVEL = 1  # 3x faster than the default 6 for ~5% more bytes on decoded photos
 
 
@@ -25,9 +28,19 @@ def effective_width(image_width: int, width: int | None) -> int | None:
     return width if width is not None and width < image_width else None
 
 
-def thumbnail_widths(image_width: int) -> list[int]:
-    """The widths of `THUMB_WIDTHS` smaller than the image (a larger one is its full size)."""
-    return [width for width in THUMB_WIDTHS if effective_width(image_width, width)]
+def display_size(width: int, height: int) -> tuple[int, int] | None:
+    """The size of an image's display render (fitting `DISPLAY_SIDE` squared), or None when the
+    image itself fits: its full size is its display render."""
+    if max(width, height) <= DISPLAY_SIDE:
+        return None
+    return fit_within(width, height, DISPLAY_SIDE)
+
+
+def render_widths(width: int, height: int) -> list[int]:
+    """The `w` values an image's renders take: the thumbnail widths, `DISPLAY_SIDE` and its
+    display width (narrower for a portrait)."""
+    display = display_size(width, height)
+    return sorted({*THUMB_WIDTHS, DISPLAY_SIDE, *([display[0]] if display else [])})
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -52,5 +65,5 @@ def thumbnail(image: Image.Image, width: int) -> Image.Image:
 def rendered_bytes(width: int, height: int) -> int:
     """About the most cache bytes an image's renders take (full size and thumbnails): raw RGB,
     which PNGs of decoded photos stay under."""
-    scale = 1 + sum((w / width) ** 2 for w in thumbnail_widths(width))
+    scale = 1 + sum((w / width) ** 2 for w in render_widths(width, height) if w < width)
     return int(3 * width * height * scale)

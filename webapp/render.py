@@ -1,22 +1,24 @@
-"""Renderer: latent files -> PNG bytes on demand, cached; the facade over the render pieces.
+"""Renderer: latent files -> PNG or AVIF bytes on demand, cached; the facade over the render pieces.
 
 - `model_host.ModelHost` loads the codec on first use (a failure retried with backoff);
 - `decode_batcher.DecodeBatcher` owns the decoder: one thread, a bounded priority queue,
   same-shape batches, deadlines;
-- `singleflight.SingleFlight` lets concurrent requests for one render (image id, width) and
-  for one image's decode share a single computation: N requests cost one decode;
-- `png` makes PNG bytes and thumbnails; `cache.ByteLRU` keeps them, `metrics.Metrics` counts.
+- `singleflight.SingleFlight` lets concurrent requests for one render (image, width, format)
+  and for one decode share a single computation: N requests cost one decode;
+- `png` and `avif` make the bytes and thumbnails; `cache.ByteLRU` keeps them, `metrics.Metrics`
+  counts.
 
-A render is served from the cache; a thumbnail whose full size is cached is resized from that
-PNG; otherwise the image's latent is decoded once (INTERACTIVE for a visitor, BACKGROUND for
-warming) and each width asked for made from the decoded image on a small pool of PNG threads,
-so the model never waits on zlib. The decode is at full scale (its PNG cached as the full
-size), or, for a thumbnail no wider than half the image when the codec has a thumbnail
-decoder, straight to the thumbnail's size, for a fraction of the work (a third for 256 px of
-768 px: `codec.thumbnail_decoder`). `put_decoded`
-stores an image decoded elsewhere (an upload's reconstruction by the encoder) the same way,
-with no decoder pass. One renderer per process (`get_renderer`), created on first use, after
-gunicorn forks, so torch and CUDA are never touched in the master.
+A render is served from the cache, or made from a cached PNG of the same pixels (another
+format, or a thumbnail of the full size), or else from one decode of a latent (INTERACTIVE
+for a visitor, BACKGROUND for warming), on a small pool of threads, so the model never waits
+on an image encoder. Which decode (`_plan`): a large image keeps a display latent beside its
+full one (`png.display_size`, a quarter of a 2048-px photo's pixels), which serves every width
+up to its own; the full latent serves the full size and wider. A width no more than half its
+latent's is decoded straight to that size by the thumbnail decoder when the codec has one
+(`codec.thumbnail_decoder`): a 256-px thumbnail of a 1024-px display latent costs a fifth of
+that latent's full decode. `put_decoded` makes an upload's renders from the encoder's own
+reconstructions, with no decoder pass. One renderer per process (`get_renderer`), created on
+first use, after gunicorn forks, so torch and CUDA are never touched in the master.
 """
 
 from __future__ import annotations
@@ -28,53 +30,51 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from flask import Flask, current_app
 from PIL import Image
 
-from codec import Codec, CodecError, LatentFile, LatentSpaceMismatchError
+from codec import Codec, CodecError, LatentSpaceMismatchError
 from codec.images import tensor_to_image
 
 from .admission import BusyError, WaitSlots
+from .avif import encode_avif
 from .cache import ByteLRU
 from .decode_batcher import DecodeBatcher, DecodeJob, Priority
+from .metadata import ImageRecord
 from .metrics import Metrics
 from .model_host import ModelHost
 from .per_process import per_process, pop_own
-from .png import decode_png, encode_png, thumbnail, thumbnail_widths
+from .png import THUMB_WIDTHS, decode_png, display_size, encode_png, thumbnail
 from .singleflight import SingleFlight
 from .unavailable import DeadlineError, ModelUnavailableError, RenderUnavailable
 
 log = logging.getLogger(__name__)
 
 _EXTENSION = "latent_gallery.renderer"
+PAGE_FORMAT = "avif"
+"""The format pages show, which warming renders."""
+ENCODERS: dict[str, Callable[[Image.Image], bytes]] = {"png": encode_png, "avif": encode_avif}
 WARM_FULL_PIXELS = 1_500_000
 """Largest image whose full size is decoded in the background (about 5 s on a 2-core CPU):
 a visitor who arrives meanwhile waits for the decode in flight, so larger ones are decoded
 only when someone asks for them."""
 
-Key = tuple[str, int | None]  # (image id, thumbnail width or None for full size)
-DecodeKey = tuple[str, int | None]  # (image id, thumbnail width decoded straight to, or None)
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """An image decoded: at full size with its PNG (already cached), or a thumbnail."""
-
-    image: Image.Image
-    png: bytes | None
+Key = tuple[str, int | None, str]  # (image id, width or None for full size, format)
+DecodeKey = tuple[str, bool, int | None]
+"""(image id, whether from its display latent, width decoded straight to or None for the
+latent's own size)."""
 
 
 class Renderer:
-    """PNG renders of stored images: cache, single-flight, decode priorities, thumbnails."""
+    """Renders of stored images: cache, single-flight, decode priorities, thumbnails, formats."""
 
     def __init__(
         self,
         model: ModelHost,
-        read_latent: Callable[[str], bytes],
+        read_latent: Callable[[str, bool], bytes],
         cache: ByteLRU,
         metrics: Metrics,
         waits: WaitSlots,
@@ -90,12 +90,12 @@ class Renderer:
         self.timeout = timeout
         self._read_latent = read_latent
         self._renders: SingleFlight[Key, bytes] = SingleFlight()
-        self._decodes: SingleFlight[DecodeKey, Decoded] = SingleFlight()
+        self._decodes: SingleFlight[DecodeKey, Image.Image] = SingleFlight()
         self._queued: dict[DecodeKey, DecodeJob] = {}
         self._waits_on: dict[Key, DecodeKey] = {}
         self._lock = threading.Lock()
         self.batcher = DecodeBatcher(model.require, metrics, queue_size=queue_size, batch=batch)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-png")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
 
     @property
     def codec(self) -> Codec | None:
@@ -125,18 +125,23 @@ class Renderer:
         """Whether no render or decode is queued or in flight."""
         return not self._renders and not self._decodes
 
-    def render(self, image_id: str, width: int | None = None, client: str = "") -> bytes:
-        """PNG bytes of an image at `width` (None: full size; pass `effective_width`) for
-        `client`, ahead of background work and fairly between clients.
+    def render(
+        self, record: ImageRecord, width: int | None = None, fmt: str = "png", client: str = ""
+    ) -> bytes:
+        """Bytes of an image at `width` (None: full size; pass `effective_width`) in `fmt`
+        (`ENCODERS`) for `client`, ahead of background work and fairly between clients.
 
+        A visitor waits up to the decode timeout; when it passes while the decode is in the
+        model, up to that long again, rather than losing a render that is under way.
         Raises `RenderUnavailable` (no wait slot free for the client, queue full, deadline
         passed, models missing), `FileNotFoundError` if the latent file is gone, `CodecError`
         if it is unreadable.
         """
-        png = self.cache.get((image_id, width))
-        if png is not None:
+        key = (record.id, width, fmt)
+        data = self.cache.get(key)
+        if data is not None:
             self.metrics.cache_hits.inc()
-            return png
+            return data
         self.metrics.cache_misses.inc()
         try:
             with self.waits.slot(client) as free:
@@ -145,56 +150,77 @@ class Renderer:
                         f"too many renders are waiting (at most {self.waits.per_client} from one "
                         f"address, {self.waits.total} in all); retry shortly"
                     )
-                future = self._request(image_id, width, Priority.INTERACTIVE, client)
+                future = self._request(record, width, fmt, Priority.INTERACTIVE, client)
                 try:
                     return future.result(timeout=self.timeout)
                 except FutureTimeout:
-                    raise DeadlineError(f"the render took longer than {self.timeout:g} s") from None
+                    if not self._in_model(key):
+                        raise DeadlineError(
+                            f"the render took longer than {self.timeout:g} s"
+                        ) from None
+                try:
+                    return future.result(timeout=self.timeout)
+                except FutureTimeout:
+                    raise DeadlineError(
+                        f"the render's decode took longer than {self.timeout:g} s"
+                    ) from None
         except RenderUnavailable as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             raise
 
-    def warm(
-        self, image_id: str, size: tuple[int, int], widths: Iterable[int | None] | None = None
-    ) -> None:
-        """Start rendering `widths` (None: the full size; by default every thumbnail width
-        and, up to `WARM_FULL_PIXELS`, the full size) of an image of `size` in the background,
-        after any visitor's renders; returns at once."""
-        if widths is None:
-            full = [None] if size[0] * size[1] <= WARM_FULL_PIXELS else []
-            widths = [*full, *thumbnail_widths(size[0])]
+    def warm(self, record: ImageRecord, widths: Iterable[int | None] | None = None) -> None:
+        """Start rendering `widths` (None: the full size; by default every render width and,
+        up to `WARM_FULL_PIXELS`, the full size) of an image as pages show them, in the
+        background, after any visitor's renders; returns at once."""
         try:
-            for width in widths:
-                self._request(image_id, width, Priority.BACKGROUND)
+            for width in self._warm_widths(record) if widths is None else widths:
+                self._request(record, width, PAGE_FORMAT, Priority.BACKGROUND)
         except (RenderUnavailable, OSError, CodecError) as exc:
-            log.info("not warming %s: %s", image_id, exc)
+            log.info("not warming %s: %s", record.id, exc)
 
-    def put_decoded(self, image_id: str, image: Image.Image) -> None:
-        """Store an image decoded elsewhere (the encoder's reconstruction of an upload) as the
-        full-size render and make the thumbnails from it, in the background, with no decoder
-        pass; returns at once."""
-        _, leader = self._decodes.claim((image_id, None))
-        if leader:
-            copy = image.convert("RGB")  # the caller may go on using its image
-            fail = partial(self._decodes.fail, (image_id, None))
-            self._on_pool(fail, self._store, (image_id, None), copy)
-        self.warm(image_id, image.size, thumbnail_widths(image.width))
+    def put_decoded(
+        self, record: ImageRecord, image: Image.Image, display: Image.Image | None = None
+    ) -> None:
+        """Make an upload's renders as pages show them from the encoder's reconstructions of
+        its latent (`image`) and display latent (`display`), in the background, with no
+        decoder pass; returns at once."""
+        image = image.convert("RGB")  # a copy: the caller may go on using its image
+        display = display.convert("RGB") if display is not None else None
+        for width in self._warm_widths(record):
+            key = (record.id, width, PAGE_FORMAT)
+            _, leader = self._renders.claim(key)
+            if leader:
+                source = display if display is not None and width is not None else image
+                self._on_pool(partial(self._renders.fail, key), self._make, key, source)
 
     def close(self) -> None:
         """Stop the decode thread (queued jobs fail, the pass in flight finishes, up to the
-        decode timeout) and the PNG pool."""
+        decode timeout) and the encode pool."""
         self.batcher.close(self.timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _warm_widths(self, record: ImageRecord) -> list[int | None]:
+        """The renders warming makes, largest first, so that the smaller share its decode:
+        the full size if small, and every render width."""
+        full = [None] if record.width * record.height <= WARM_FULL_PIXELS else []
+        display = display_size(record.width, record.height)
+        thumbnails = [w for w in THUMB_WIDTHS if w < record.width]
+        return [*full, *([display[0]] if display else []), *reversed(thumbnails)]
+
     def _request(
-        self, image_id: str, width: int | None, priority: Priority, client: str = ""
+        self,
+        record: ImageRecord,
+        width: int | None,
+        fmt: str,
+        priority: Priority,
+        client: str = "",
     ) -> Future[bytes]:
         """The future of a render: joined to its flight, or a new flight this call starts."""
-        key = (image_id, width)
+        key = (record.id, width, fmt)
         future, leader = self._renders.claim(key)
         if leader:
             try:
-                self._start(key, priority, client)
+                self._start(record, key, priority, client)
             except Exception as exc:
                 self._renders.fail(key, exc)
                 raise
@@ -204,57 +230,68 @@ class Renderer:
             self.metrics.coalesced.inc()
         return future
 
-    def _start(self, key: Key, priority: Priority, client: str) -> None:
-        """Settle a new flight from the cache, make it from the cached full size, or hang it on
-        the image's decode: straight to a thumbnail's size, unless the full size is decoding."""
-        image_id, width = key
-        png = self.cache.get(key)
-        if png is not None:  # cached just before this flight began
-            self._renders.resolve(key, png)
-            return
-        full = self.cache.get((image_id, None)) if width is not None else None
-        if full is not None:
-            self._on_pool(partial(self._renders.fail, key), self._make_thumbnail, key, full)
+    def _start(self, record: ImageRecord, key: Key, priority: Priority, client: str) -> None:
+        """Settle a new flight from the cache, make it from a cached PNG of its pixels, or hang
+        it on the decode that `_plan` picks."""
+        data = self.cache.get(key)
+        if data is not None:  # cached just before this flight began
+            self._renders.resolve(key, data)
             return
         codec = self.model.require()
-        data = self._read_latent(image_id)
-        header = LatentFile.from_bytes(data)
-        if header.space != codec.decoder.space:
-            raise LatentSpaceMismatchError(
-                f"{image_id} is in the {header.space.name} latent space, the decoder "
-                f"speaks {codec.decoder.space.name}"
-            )
+        plan = self._plan(record, key[1], codec)
+        png = self._cached_png(record, key, plan)
+        if png is not None:
+            self._on_pool(partial(self._renders.fail, key), self._make, key, png)
+            return
+        with self._lock:
+            self._waits_on[key] = plan
+        self._decode(plan, codec, priority, client).add_done_callback(partial(self._finish, key))
+
+    def _plan(self, record: ImageRecord, width: int | None, codec: Codec) -> DecodeKey:
+        """The decode a render of `width` comes from: the display latent for widths up to its
+        own, else the full latent; straight to `width` by the thumbnail decoder when that is
+        at most half the latent's width (unless that latent's own-size decode is under way)."""
+        display = display_size(record.width, record.height)
+        from_display = record.display_bytes is not None and width is not None
+        from_display = from_display and display is not None and width <= display[0]
+        latent_width = display[0] if from_display else record.width
         direct = (
             width is not None
             and codec.thumbnail_decoder is not None
-            and 2 * width <= header.width
-            and (image_id, None) not in self._decodes  # else share the full size's decode
+            and 2 * width <= latent_width
+            and (record.id, from_display, None) not in self._decodes
         )
-        decode_key = (image_id, width if direct else None)
-        with self._lock:
-            self._waits_on[key] = decode_key
-        self._decode(decode_key, codec, data, priority, client).add_done_callback(
-            partial(self._finish, key)
-        )
+        return record.id, from_display, width if direct else None
+
+    def _cached_png(self, record: ImageRecord, key: Key, plan: DecodeKey) -> bytes | None:
+        """A cached PNG this render can be made from without a decode: its own pixels, or its
+        latent's own-size decode (`_keep_png`)."""
+        image_id, width, fmt = key
+        whole = display_size(record.width, record.height)[0] if plan[1] else None
+        keys = [(image_id, width, "png")] if fmt != "png" else []
+        keys += [(image_id, whole, "png")] if whole != width else []
+        return next((png for k in keys if (png := self.cache.get(k)) is not None), None)
 
     def _decode(
-        self, key: DecodeKey, codec: Codec, data: bytes, priority: Priority, client: str
-    ) -> Future[Decoded]:
-        """The image decoded (at full size, or straight to the thumbnail width `key` names):
-        joined to its decode, or queued for the decoder."""
+        self, key: DecodeKey, codec: Codec, priority: Priority, client: str
+    ) -> Future[Image.Image]:
+        """The image decoded as `key` says: joined to its decode, or queued for the decoder."""
         future, leader = self._decodes.claim(key)
         if not leader:
+            self.metrics.coalesced.inc()
             return future
+        image_id, from_display, width = key
         try:
-            full = self.cache.get((key[0], None)) if key[1] is None else None
-            if full is not None:
-                self._decodes.resolve(key, Decoded(decode_png(full), full))
-                return future
-            header, latent = codec.unpack(data)
+            header, latent = codec.unpack(self._read_latent(image_id, from_display))
+            if header.space != codec.decoder.space:
+                raise LatentSpaceMismatchError(
+                    f"{image_id} is in the {header.space.name} latent space, the decoder "
+                    f"speaks {codec.decoder.space.name}"
+                )
             interactive = priority is Priority.INTERACTIVE
             deadline = time.monotonic() + self.timeout if interactive else None
             job = self.batcher.submit(
-                header, latent, priority, deadline, width=key[1], client=client
+                header, latent, priority, deadline, width=width, client=client
             )
         except Exception as exc:
             self._decodes.fail(key, exc)
@@ -271,64 +308,71 @@ class Renderer:
         if job is not None:
             self.batcher.promote(job, time.monotonic() + self.timeout, client)
 
+    def _in_model(self, key: Key) -> bool:
+        """Whether the decode this render waits for is in the model now."""
+        with self._lock:
+            job = self._queued.get(self._waits_on.get(key))
+        return job is not None and job.future.running()
+
     def _decoded(self, key: DecodeKey, job: Future[torch.Tensor]) -> None:
-        """On the decode thread: hand the pixels to the PNG pool."""
+        """On the decode thread: settle the decode with its image."""
         with self._lock:
             self._queued.pop(key, None)
         error = job.exception()
         if error is not None:
             self._decodes.fail(key, error)
-        else:
-            self._on_pool(partial(self._decodes.fail, key), self._store, key, job.result())
-
-    def _store(self, key: DecodeKey, pixels: torch.Tensor | Image.Image) -> None:
-        """Cache the full-size PNG of decoded pixels (not a thumbnail's, cached as its render),
-        and settle the decode."""
+            return
         try:
-            image = pixels if isinstance(pixels, Image.Image) else tensor_to_image(pixels)
-            png = encode_png(image) if key[1] is None else None
+            image = tensor_to_image(job.result())
         except Exception as exc:
-            log.exception("rendering %s failed", key[0])
             self._decodes.fail(key, exc)
             return
-        if png is not None:
-            self.cache.put((key[0], None), png)
-        self._decodes.resolve(key, Decoded(image, png))
+        self._decodes.resolve(key, image)
+        if key[2] is None:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: nothing to keep
+                self._pool.submit(self._keep_png, key, image)
 
-    def _finish(self, key: Key, decode: Future[Decoded]) -> None:
-        """Settle a render from its image's decode: the full size at once, a thumbnail on the
-        pool."""
+    def _keep_png(self, key: DecodeKey, image: Image.Image) -> None:
+        """Cache a latent's own-size decode as a PNG render (the full size, or the display
+        render), which every smaller render and other format can be made from later."""
+        image_id, from_display, _ = key
+        render = (image_id, image.width if from_display else None, "png")
+        if self.cache.get(render) is None:
+            self.cache.put(render, encode_png(image))
+
+    def _finish(self, key: Key, decode: Future[Image.Image]) -> None:
+        """Settle a render from its decode, on the pool."""
         with self._lock:
             self._waits_on.pop(key, None)
         error = decode.exception()
         if error is not None:
             self._renders.fail(key, error)
-        elif key[1] is None:
-            self._renders.resolve(key, decode.result().png)
         else:
-            image = decode.result().image
-            self._on_pool(partial(self._renders.fail, key), self._make_thumbnail, key, image)
+            self._on_pool(partial(self._renders.fail, key), self._make, key, decode.result())
 
     def _on_pool(self, fail: Callable[[BaseException], None], task: Callable, *args) -> None:
-        """Run `task(*args)` on the PNG pool; once the pool is shut down (the renderer is
+        """Run `task(*args)` on the pool; once the pool is shut down (the renderer is
         closing), `fail` with why instead."""
         try:
             self._pool.submit(task, *args)
         except RuntimeError:
             fail(ModelUnavailableError("the render service is shutting down"))
 
-    def _make_thumbnail(self, key: Key, full: Image.Image | bytes) -> None:
-        """Render a thumbnail from the full-size image (or its PNG; the thumbnail decoder's
-        image is already the thumbnail's size), cache it, settle it."""
+    def _make(self, key: Key, source: Image.Image | bytes) -> None:
+        """Encode a render from an image (or PNG) of the same or more pixels, scaled to its
+        width; cache it, settle it."""
+        _, width, fmt = key
         try:
-            image = decode_png(full) if isinstance(full, bytes) else full
-            png = encode_png(thumbnail(image, key[1]))
+            image = decode_png(source) if isinstance(source, bytes) else source
+            if width is not None and image.width != width:
+                image = thumbnail(image, width)
+            data = ENCODERS[fmt](image)
         except Exception as exc:
-            log.exception("thumbnail %s failed", key)
+            log.exception("rendering %s failed", key)
             self._renders.fail(key, exc)
             return
-        self.cache.put(key, png)
-        self._renders.resolve(key, png)
+        self.cache.put(key, data)
+        self._renders.resolve(key, data)
 
 
 def get_renderer(app: Flask | None = None) -> Renderer:

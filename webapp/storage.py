@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 DB_FILE = "gallery.sqlite3"
 LATENT_DIR = "latents"
 SUFFIX = ".sdz"
+DISPLAY_SUFFIX = ".display" + SUFFIX  # an image's display latent, beside its latent
 REPAIR_GRACE_S = 3600.0
 STORE_MARKER = ".latent-gallery-store"  # next to the latents; holds the database's store id
 STORE_ID_SETTING = "store_id"
@@ -64,11 +65,23 @@ def is_valid_id(image_id: str) -> bool:
     return bool(ID_PATTERN.fullmatch(image_id))
 
 
-def blob_name(image_id: str) -> str:
-    """The blob name of an id (the id is checked, so no name can escape the store)."""
+def blob_name(image_id: str, display: bool = False) -> str:
+    """The blob name of an id's latent or `display` latent (the id is checked, so no name can
+    escape the store)."""
     if not is_valid_id(image_id):
         raise ValueError(f"not an image id: {image_id!r}")
-    return f"{image_id}{SUFFIX}"
+    return image_id + (DISPLAY_SUFFIX if display else SUFFIX)
+
+
+def blob_names_of(record: ImageRecord) -> list[str]:
+    """The blob names an image's files take: its latent, and its display latent if it has one."""
+    displays = (False,) if record.display_bytes is None else (False, True)
+    return [blob_name(record.id, display) for display in displays]
+
+
+def image_id_of(name: str) -> str:
+    """The image id a latent or display latent blob name belongs to."""
+    return name.removesuffix(DISPLAY_SUFFIX).removesuffix(SUFFIX)
 
 
 def database_url(data: Path, url: str = "") -> str:
@@ -133,10 +146,12 @@ class ImageStore:
         method: str,
         image_id: str | None = None,
         source_size: tuple[int, int] | None = None,
+        display: bytes | None = None,
     ) -> tuple[ImageRecord, str]:
-        """Store a latent file as `image_id` (default: a new random id) of an image uploaded at
-        `source_size` (if not its stored size); returns its record and the delete key (shown
-        once). The file goes first, never over another, then the row."""
+        """Store a latent file (and a `display` latent file) as `image_id` (default: a new
+        random id) of an image uploaded at `source_size` (if not its stored size); returns its
+        record and the delete key (shown once). The files go first, never over others, then
+        the row."""
         source = source_size if source_size != (width, height) else None
         record = ImageRecord(
             id=image_id or secrets.token_urlsafe(16),
@@ -148,20 +163,29 @@ class ImageStore:
             method=method,
             source_width=source[0] if source else None,
             source_height=source[1] if source else None,
+            display_bytes=len(display) if display is not None else None,
         )
         key = secrets.token_urlsafe(24)
-        name = blob_name(record.id)
-        self.blobs.put(name, latent)
+        written = []
         try:
+            for name, data in zip(blob_names_of(record), (latent, display), strict=False):
+                self.blobs.put(name, data)
+                written.append(name)
             self.metadata.insert([(record, hash_key(key))])
         except BaseException:
-            self.blobs.delete(name)
+            for name in written:
+                self.blobs.delete(name)
             raise
         return record, key
 
     def get(self, image_id: str) -> ImageRecord | None:
         """The record of an id, or None."""
         return self.metadata.get(image_id) if is_valid_id(image_id) else None
+
+    def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
+        """The ids of the images just newer and just older than an id in gallery order (the
+        gallery's previous and next), None at either end."""
+        return self.metadata.neighbours(image_id) if is_valid_id(image_id) else (None, None)
 
     def list_images(
         self, limit: int, cursor: str | None = None
@@ -175,18 +199,20 @@ class ImageStore:
 
     def delete(self, image_id: str, key: str | None) -> bool:
         """Delete an image if `key` is its delete key (constant-time check); the row goes
-        first, then the file. False if the key is wrong or the image is gone."""
+        first, then the files. False if the key is wrong or the image is gone."""
         if not is_valid_id(image_id):
             return False
         given = hash_key(key or "")
         if not self.metadata.delete(image_id, lambda stored: hmac.compare_digest(given, stored)):
             return False
-        self.blobs.delete(blob_name(image_id))
+        for display in (False, True):
+            self.blobs.delete(blob_name(image_id, display))
         return True
 
-    def read_latent(self, image_id: str) -> bytes:
-        """The bytes of an image's latent file (`FileNotFoundError` if it is gone)."""
-        return self.blobs.get(blob_name(image_id))
+    def read_latent(self, image_id: str, display: bool = False) -> bytes:
+        """The bytes of an image's latent file, or of its `display` latent file
+        (`FileNotFoundError` if it is gone)."""
+        return self.blobs.get(blob_name(image_id, display))
 
     def secret_key(self) -> str:
         """The session key kept in the database, created on first use (first writer wins)."""
@@ -204,9 +230,10 @@ class ImageStore:
         counts = {"temp_files": 0, "orphan_files": 0, "orphan_rows": 0, "young_kept": 0}
         found, oldest = set(), time.time() - grace
         for name, modified in self.blob_names():
-            image_id = name.removesuffix(SUFFIX)
+            image_id = image_id_of(name)
             if name.endswith(SUFFIX) and image_id in ids:
-                found.add(image_id)
+                if not name.endswith(DISPLAY_SUFFIX):
+                    found.add(image_id)
                 continue
             if modified > oldest:
                 counts["young_kept"] += 1

@@ -64,9 +64,9 @@ def warm_newest_page(app: Flask) -> list[str]:
             break
         warmed.append(record)
     for record in warmed:
-        renderer.warm(record.id, record.size, [effective_width(record.width, THUMB_WIDTH)])
+        renderer.warm(record, [effective_width(record.width, THUMB_WIDTH)])
     for record in warmed:
-        renderer.warm(record.id, record.size)
+        renderer.warm(record)
     log.info("warming the newest %d images", len(warmed))
     return [record.id for record in warmed]
 
