@@ -143,22 +143,23 @@ def test_background_work_waits_for_every_visitor():
 
 @pytest.mark.parametrize(("width", "height"), [(1600, 1000), (600, 400)])
 def test_an_upload_warms_its_full_size_only_if_small(make_app, monkeypatch, width, height):
-    """The background renders an upload asks for: every thumbnail width, and the full size
-    only up to `WARM_FULL_PIXELS`."""
+    """The background renders an upload asks for, largest first, as pages show them: the full
+    size only up to `WARM_FULL_PIXELS`, the display render of a large image, the thumbnails."""
     app = make_app()
     renderer = get_renderer(app)
     asked = []
     request = renderer._request
 
-    def recording(image_id: str, width: int | None, priority: Priority, client: str = ""):
-        asked.append((width, priority))
-        return request(image_id, width, priority, client)
+    def recording(record, width: int | None, fmt: str, priority: Priority, client: str = ""):
+        asked.append((width, fmt, priority))
+        return request(record, width, fmt, priority, client)
 
     monkeypatch.setattr(renderer, "_request", recording)
     upload(app.test_client(), png_bytes(width, height))
     wait_idle(app)
-    full = [(None, Priority.BACKGROUND)] if width * height <= WARM_FULL_PIXELS else []
-    assert asked == [*full, (256, Priority.BACKGROUND), (512, Priority.BACKGROUND)]
+    small = width * height <= WARM_FULL_PIXELS
+    assert [width for width, _, _ in asked] == [None if small else 1024, 512, 256]
+    assert {(fmt, priority) for _, fmt, priority in asked} == {("avif", Priority.BACKGROUND)}
 
 
 def test_uploads_past_max_side_are_stored_scaled_down_and_say_so(make_app):

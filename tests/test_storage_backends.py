@@ -19,6 +19,7 @@ from tests.conftest import Backend, assert_consistent, data_files, png_bytes, up
 from webapp.blobs import BlobExistsError
 from webapp.cli import main
 from webapp.metadata import MetadataStore, alembic_config
+from webapp.migrate import MigrationError, migrate
 from webapp.storage import STORE_MARKER, ImageStore, StoreOwnershipError
 
 NOT_OURS = r"has no Latent Gallery store marker matching this database"
@@ -110,6 +111,54 @@ def test_repair_leaves_young_orphans_to_the_grace_period(store):
     assert sorted(name for name, _ in store.blob_names()) == [f"{kept[0]}.sdz"]
     assert store.read_latent(kept[0]) == kept[2]
     assert store.blobs.get(STORE_MARKER) == store.store_id().encode()  # never an orphan
+
+
+def test_a_display_latent_lives_and_dies_with_its_image(store):
+    [(kept, _, _)] = fill(store, 1)
+    record, key = store.add(
+        b"full latent", width=2048, height=1152, uploaded_bytes=9, method="ec", display=b"small"
+    )
+    assert (record.display_bytes, record.stored_bytes) == (5, 16)
+    assert store.get(record.id) == record
+    assert store.read_latent(record.id, display=True) == b"small"
+    assert store.read_latent(record.id) == b"full latent"
+    orphan = f"{'C' * 22}.display.sdz"
+    store.blobs.put(orphan, b"a display latent whose image is gone")
+    counts = store.repair(grace=0)
+    assert counts == {"temp_files": 0, "orphan_files": 1, "orphan_rows": 0, "young_kept": 0}
+    names = {f"{kept}.sdz", f"{record.id}.sdz", f"{record.id}.display.sdz"}
+    assert {name for name, _ in store.blob_names()} == names
+    assert store.delete(record.id, key)
+    assert {name for name, _ in store.blob_names()} == {f"{kept}.sdz"}
+
+
+def test_a_failed_row_takes_back_both_files(store, monkeypatch):
+    def refuse(rows):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(store.metadata, "insert", refuse)
+    with pytest.raises(RuntimeError, match="went away"):
+        store.add(b"full", width=2048, height=1152, uploaded_bytes=9, method="ec", display=b"d")
+    assert list(store.blob_names()) == []
+
+
+def test_migrate_copies_and_verifies_display_latents(tmp_path):
+    local = Backend("folder+sqlite")
+    source, target = local.open(tmp_path / "a"), local.open(tmp_path / "b")
+    source.prepare()
+    record, _ = source.add(
+        b"full", width=2048, height=1152, uploaded_bytes=9, method="ec", display=b"small"
+    )
+    assert migrate(source, target).images == 1
+    assert target.read_latent(record.id, display=True) == b"small"
+    assert target.get(record.id).display_bytes == 5
+    other = local.open(tmp_path / "c")
+    other.prepare()
+    other.blobs.put(f"{record.id}.display.sdz", b"other")  # the same name, different bytes
+    with pytest.raises(MigrationError, match="differs"):
+        migrate(source, other)
+    for opened in (source, target, other):
+        opened.metadata.close()
 
 
 def other_database(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> str:

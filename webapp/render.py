@@ -315,30 +315,30 @@ class Renderer:
         return job is not None and job.future.running()
 
     def _decoded(self, key: DecodeKey, job: Future[torch.Tensor]) -> None:
-        """On the decode thread: settle the decode with its image."""
+        """On the decode thread: hand the pixels to the pool."""
         with self._lock:
             self._queued.pop(key, None)
         error = job.exception()
         if error is not None:
             self._decodes.fail(key, error)
             return
+        self._on_pool(partial(self._decodes.fail, key), self._settle, key, job.result())
+
+    def _settle(self, key: DecodeKey, pixels: torch.Tensor) -> None:
+        """Settle a decode with its image; a latent's own-size decode is first cached as a PNG
+        render (the full size, or the display render), which every smaller render and other
+        format can be made from later without a decode."""
+        image_id, from_display, width = key
         try:
-            image = tensor_to_image(job.result())
+            image = tensor_to_image(pixels)
+            if width is None:
+                self.cache.put((image_id, image.width if from_display else None, "png"),
+                               encode_png(image))  # fmt: skip
         except Exception as exc:
+            log.exception("rendering %s failed", image_id)
             self._decodes.fail(key, exc)
             return
         self._decodes.resolve(key, image)
-        if key[2] is None:
-            with contextlib.suppress(RuntimeError):  # the pool is shut down: nothing to keep
-                self._pool.submit(self._keep_png, key, image)
-
-    def _keep_png(self, key: DecodeKey, image: Image.Image) -> None:
-        """Cache a latent's own-size decode as a PNG render (the full size, or the display
-        render), which every smaller render and other format can be made from later."""
-        image_id, from_display, _ = key
-        render = (image_id, image.width if from_display else None, "png")
-        if self.cache.get(render) is None:
-            self.cache.put(render, encode_png(image))
 
     def _finish(self, key: Key, decode: Future[Image.Image]) -> None:
         """Settle a render from its decode, on the pool."""
