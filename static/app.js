@@ -1,4 +1,5 @@
-// Latent Gallery: uploads with per-file progress, delete keys in localStorage, share and delete.
+// Latent Gallery: uploads with per-file progress, delete keys in localStorage, share and delete,
+// and the image page's viewer (zoom, pan, neighbours by key).
 "use strict";
 
 (() => {
@@ -12,6 +13,13 @@
   // so the page asks again, after 1, 2, 4… s (the last wait about a minute after the first).
   const RENDER_RETRIES = 6;
   const RENDER_RETRY_MS = 1000;
+  // The viewer zooms from fit to 100% (one image pixel per CSS pixel) and up to 200%.
+  const MAX_ZOOM = 2;
+  const CLICK_SLOP_PX = 4; // a press that moves less than this is a click, not a drag
+  const WHEEL_ZOOM_RATE = 0.002; // the zoom changes by e^(rate × pixels scrolled)
+  const WHEEL_LINE_PX = 40;
+  const PAN_STEP = 0.1; // of the viewer's size, per arrow key
+  const GALLERY_URL = "/";
 
   const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
   const keyName = (imageId) => `lg-delete-${imageId}`;
@@ -300,10 +308,285 @@
     });
   }
 
+  // Whether a key press belongs to a form field rather than to the page.
+  const typing = (target) =>
+    target instanceof Element &&
+    (target.closest("input, textarea, select") !== null || target.isContentEditable);
+
+  // Where the picture sits at fit, in the frame: its content box (object-fit: contain) and its
+  // scale (CSS pixels per image pixel). Layout offsets ignore the zoom's transform.
+  function fitted(stage, picture) {
+    const width = Number(picture.getAttribute("width"));
+    const height = Number(picture.getAttribute("height"));
+    const scale = Math.min(picture.offsetWidth / width, picture.offsetHeight / height);
+    return {
+      width,
+      height,
+      scale,
+      x: stage.offsetLeft + picture.offsetLeft + (picture.offsetWidth - width * scale) / 2,
+      y: stage.offsetTop + picture.offsetTop + (picture.offsetHeight - height * scale) / 2,
+    };
+  }
+
+  // On one axis, where the zoomed picture starts: covering the frame, or centred if smaller.
+  const clampAxis = (start, size, room) =>
+    size <= room ? (room - size) / 2 : Math.min(0, Math.max(room - size, start));
+
+  // The width of the srcset candidate the picture shows (the full width if none is).
+  function shownWidth(picture, fullWidth) {
+    for (const candidate of picture.srcset.split(",")) {
+      const [url, descriptor] = candidate.trim().split(/\s+/);
+      if (url && new URL(url, document.baseURI).href === picture.currentSrc) {
+        return Number.parseInt(descriptor, 10);
+      }
+    }
+    return fullWidth;
+  }
+
+  // The image page's viewer: a click, Enter/Space on the picture or the toggle button switch
+  // between fit and 100% (around the click point); the wheel and a pinch zoom between fit and
+  // `MAX_ZOOM`; dragging pans. Zoomed past the pixels of the render shown, the full-size render
+  // loads in the background and replaces it once decoded. Returns the keys' controls.
+  function initViewer() {
+    const frame = document.querySelector(".viewer .frame");
+    const stage = frame?.querySelector(".stage");
+    const picture = document.getElementById("picture");
+    const button = document.getElementById("zoom-toggle");
+    const status = document.getElementById("zoom-status");
+    if (!stage || !picture || !button || !status) {
+      return null;
+    }
+    // zoom: CSS pixels per image pixel, null at fit; left, top: the picture's corner then.
+    const view = { zoom: null, left: 0, top: 0 };
+    let full = "idle"; // the full-size render: idle, loading or shown
+    const geometry = () => fitted(stage, picture);
+    // What a click zooms to: 100%, or `MAX_ZOOM` where the fitted picture is already 100%.
+    const clickZoom = (fit) => (fit.scale < 0.99 ? 1 : MAX_ZOOM);
+
+    function render() {
+      const fit = geometry();
+      const zoomed = view.zoom !== null;
+      frame.classList.toggle("zoomed", zoomed);
+      button.textContent = zoomed ? "Fit" : `${clickZoom(fit) * 100}%`;
+      button.setAttribute("aria-label", zoomed ? "Fit" : `Zoom to ${button.textContent}`);
+      if (!zoomed) {
+        stage.style.transform = "";
+        return;
+      }
+      const scale = view.zoom / fit.scale; // the stage's transform origin is its corner
+      const x = view.left - stage.offsetLeft - scale * (fit.x - stage.offsetLeft);
+      const y = view.top - stage.offsetTop - scale * (fit.y - stage.offsetTop);
+      stage.style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    }
+
+    function loadFull() {
+      const fit = geometry();
+      const shown = shownWidth(picture, fit.width);
+      const needed = (view.zoom ?? fit.scale) * fit.width * window.devicePixelRatio;
+      if (full !== "idle" || !picture.currentSrc || shown >= fit.width || needed <= shown) {
+        return;
+      }
+      full = "loading";
+      status.textContent = "Loading full resolution…";
+      const loader = new Image();
+      loader.src = picture.dataset.full;
+      loader.decode().then(
+        () => {
+          picture.removeAttribute("srcset");
+          picture.removeAttribute("sizes");
+          picture.src = loader.src;
+          full = "shown";
+          status.textContent = "";
+        },
+        () => {
+          full = "idle"; // the next zoom asks again
+          status.textContent = "Full resolution did not load.";
+        },
+      );
+    }
+
+    // Keep the zoomed picture covering the frame (or centred), then draw it.
+    function place() {
+      if (view.zoom !== null) {
+        const fit = geometry();
+        view.zoom = Math.max(view.zoom, fit.scale);
+        view.left = clampAxis(view.left, fit.width * view.zoom, frame.clientWidth);
+        view.top = clampAxis(view.top, fit.height * view.zoom, frame.clientHeight);
+      }
+      render();
+    }
+
+    // Zoom to `zoom` (between fit and `MAX_ZOOM`), keeping the image point at (x, y) there.
+    function zoomAt(zoom, x, y) {
+      const fit = geometry();
+      const current = view.zoom ?? fit.scale;
+      const left = view.zoom === null ? fit.x : view.left;
+      const top = view.zoom === null ? fit.y : view.top;
+      const next = Math.min(Math.max(zoom, fit.scale), Math.max(MAX_ZOOM, fit.scale));
+      if (next <= fit.scale * 1.001) {
+        view.zoom = null;
+      } else {
+        view.left = x - ((x - left) / current) * next;
+        view.top = y - ((y - top) / current) * next;
+        view.zoom = next;
+      }
+      place();
+      loadFull();
+    }
+
+    function panBy(dx, dy) {
+      view.left += dx;
+      view.top += dy;
+      place();
+    }
+
+    // Switch between fit and the click zoom around (x, y), eased (`.easing`).
+    function toggleAt(x, y) {
+      frame.classList.add("easing");
+      zoomAt(view.zoom === null ? clickZoom(geometry()) : 0, x, y);
+    }
+
+    function fit() {
+      frame.classList.add("easing");
+      zoomAt(0, 0, 0);
+    }
+
+    function toggleAtCentre() {
+      const fit = geometry();
+      toggleAt(fit.x + (fit.width * fit.scale) / 2, fit.y + (fit.height * fit.scale) / 2);
+    }
+
+    const local = (event) => {
+      const box = frame.getBoundingClientRect();
+      return { x: event.clientX - box.left, y: event.clientY - box.top };
+    };
+
+    // Pointers down on the frame: one drags (or clicks, if it hardly moves), two pinch.
+    const pointers = new Map();
+    let press = null; // where the first pointer went down, and whether it became a gesture
+    frame.addEventListener("pointerdown", (event) => {
+      const mouseButton = event.pointerType === "mouse" && event.button !== 0;
+      if (mouseButton || event.target.closest(".zoom-tools")) {
+        return;
+      }
+      frame.setPointerCapture(event.pointerId);
+      frame.classList.remove("easing");
+      pointers.set(event.pointerId, local(event));
+      if (pointers.size === 1) {
+        press = { start: local(event), moved: false };
+      } else {
+        press.moved = true; // a pinch, not a click
+      }
+    });
+    frame.addEventListener("pointermove", (event) => {
+      const before = pointers.get(event.pointerId);
+      if (!before) {
+        return;
+      }
+      const [a, b] = pointers.values();
+      pointers.set(event.pointerId, local(event));
+      if (b) {
+        const [c, d] = pointers.values();
+        const spread = Math.hypot(c.x - d.x, c.y - d.y) / Math.hypot(a.x - b.x, a.y - b.y);
+        const middle = { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
+        zoomAt((view.zoom ?? geometry().scale) * spread, middle.x, middle.y);
+        panBy((c.x + d.x) / 2 - middle.x, (c.y + d.y) / 2 - middle.y);
+        return;
+      }
+      const point = pointers.get(event.pointerId);
+      const travel = Math.hypot(point.x - press.start.x, point.y - press.start.y);
+      if (travel >= CLICK_SLOP_PX) {
+        press.moved = true;
+      }
+      if (press.moved && view.zoom !== null) {
+        frame.classList.add("panning");
+        panBy(point.x - before.x, point.y - before.y);
+      }
+    });
+    const release = (event) => {
+      if (!pointers.delete(event.pointerId) || pointers.size) {
+        return;
+      }
+      frame.classList.remove("panning");
+      if (event.type === "pointerup" && !press.moved) {
+        toggleAt(press.start.x, press.start.y);
+      }
+      press = null;
+    };
+    frame.addEventListener("pointerup", release);
+    frame.addEventListener("pointercancel", release);
+
+    frame.addEventListener(
+      "wheel",
+      (event) => {
+        const line = event.deltaMode === WheelEvent.DOM_DELTA_LINE;
+        const pixels = event.deltaY * (line ? WHEEL_LINE_PX : 1);
+        if (view.zoom === null && pixels >= 0) {
+          return; // nothing to zoom out of: the page scrolls
+        }
+        event.preventDefault();
+        frame.classList.remove("easing");
+        const { x, y } = local(event);
+        zoomAt((view.zoom ?? geometry().scale) * Math.exp(-pixels * WHEEL_ZOOM_RATE), x, y);
+      },
+      { passive: false },
+    );
+
+    picture.tabIndex = 0;
+    picture.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        toggleAtCentre();
+      }
+    });
+    picture.addEventListener("load", loadFull);
+    button.addEventListener("click", toggleAtCentre);
+    button.hidden = false;
+    window.addEventListener("resize", place);
+    render();
+
+    return {
+      zoomed: () => view.zoom !== null,
+      fit,
+      pan: (dx, dy) => panBy(dx * PAN_STEP * frame.clientWidth, dy * PAN_STEP * frame.clientHeight),
+    };
+  }
+
+  // Keys on the image page (none with a modifier, none while typing): Left/Right follow the
+  // Newer/Older links, or pan while zoomed (as Up/Down do); Escape leaves the zoom, or else goes
+  // back to the gallery.
+  function initImageKeys(viewer) {
+    if (!viewer) {
+      return;
+    }
+    const pans = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+    const links = { ArrowLeft: 'a[rel="prev"]', ArrowRight: 'a[rel="next"]' };
+    document.addEventListener("keydown", (event) => {
+      const modified = event.altKey || event.ctrlKey || event.metaKey || event.shiftKey;
+      if (event.defaultPrevented || modified || typing(event.target)) {
+        return;
+      }
+      const link = !viewer.zoomed() && links[event.key] && document.querySelector(links[event.key]);
+      if (event.key === "Escape" && viewer.zoomed()) {
+        viewer.fit();
+      } else if (event.key === "Escape") {
+        window.location.assign(GALLERY_URL);
+      } else if (viewer.zoomed() && pans[event.key]) {
+        viewer.pan(...pans[event.key]);
+      } else if (link) {
+        window.location.assign(link.href);
+      } else {
+        return;
+      }
+      event.preventDefault();
+    });
+  }
+
   initRenderRetries();
   saveRenderedKeys();
   document.body.addEventListener("htmx:load", (event) => cardLoaded(event.detail.elt));
   initUpload();
   initShare();
   initDelete();
+  initImageKeys(initViewer());
 })();

@@ -1,4 +1,5 @@
-"""Real Chromium, real gunicorn, real TAESD weights: upload, browse, share, delete."""
+"""Real Chromium, real gunicorn, real TAESD weights: upload, browse, share, delete; the image
+viewer on tiny random models."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from tests.conftest import png_bytes
 from tests.servers import Gunicorn
 from tests.shared import kodak_path, missing, taesd_path
 
-pytestmark = [pytest.mark.browser, pytest.mark.shared]
+pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,7 +42,19 @@ CARD_LOADED = (
     "(id) => { const img = document.querySelector(`#card-${id} img:not(.preview)`);"
     " return img && img.complete && img.naturalWidth > 0; }"
 )
-RENDERS = re.compile(r"/i/[^/.]+\.png")  # full sizes and thumbnails, not previews
+RENDERS = re.compile(r"/i/[^/.]+\.(png|avif)")  # full sizes and thumbnails, not previews
+PICTURE_SCALED = (  # whether the picture's rendered scale (its zoom's transform) is in [low, high]
+    "([low, high]) => { const p = document.getElementById('picture');"
+    " const scale = p.getBoundingClientRect().width / p.offsetWidth;"
+    " return low <= scale && scale <= high; }"
+)
+# The picture's intrinsic width comes from its srcset's `sizes`: equal to the width the CSS
+# gives its content (object-fit: contain) when `sizes` matches the layout.
+PICTURE_FIT = (
+    "() => { const p = document.getElementById('picture');"
+    " const [width, height] = [p.getAttribute('width'), p.getAttribute('height')];"
+    " return [p.naturalWidth, width * Math.min(p.offsetWidth / width, p.offsetHeight / height)]; }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +71,24 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     weights = str(taesd_path())
     tmp_path = tmp_path_factory.mktemp("server")
     env = {"LATENT_GALLERY_ENCODER": weights, "LATENT_GALLERY_DECODER": weights}
+    server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", env)
+    try:
+        yield server.start(timeout=SERVER_START_S)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_gunicorn(
+    tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gunicorn]:
+    """A gunicorn serving the app on tiny random models (fast renders, no weights needed)."""
+    tmp_path = tmp_path_factory.mktemp("tiny-server")
+    env = {
+        "LATENT_GALLERY_ENCODER": str(tiny_folder),
+        "LATENT_GALLERY_DECODER": str(tiny_folder),
+        "LATENT_GALLERY_DEVICE": "cpu",
+    }
     server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", env)
     try:
         yield server.start(timeout=SERVER_START_S)
@@ -91,6 +123,7 @@ def new_page(browser: Browser) -> Page:
     return context.new_page()
 
 
+@pytest.mark.shared
 def test_upload_browse_share_and_delete(browser: Browser, server: str) -> None:
     photos = [str(kodak_path(name)) for name in KODAK]
     screenshots = os.environ.get("LATENT_GALLERY_SCREENSHOTS") == "1"
@@ -138,6 +171,7 @@ def test_upload_browse_share_and_delete(browser: Browser, server: str) -> None:
     assert console_errors == []
 
 
+@pytest.mark.shared
 def test_upload_errors_are_shown_per_file(browser: Browser, server: str, tmp_path: Path) -> None:
     page = new_page(browser)
     page.goto(f"{server}/")
@@ -157,6 +191,7 @@ def test_upload_errors_are_shown_per_file(browser: Browser, server: str, tmp_pat
     expect(cards).to_have_count(before)
 
 
+@pytest.mark.shared
 def test_refused_renders_are_asked_for_again(browser: Browser, gunicorn: Gunicorn) -> None:
     """A render answered 503 (its decode passed the deadline) is fetched again until it loads,
     on the gallery and on the image page."""
@@ -183,6 +218,7 @@ def test_refused_renders_are_asked_for_again(browser: Browser, gunicorn: Gunicor
     assert len(refused) >= 2 and set(refused) <= set(fetched)
 
 
+@pytest.mark.shared
 def test_upload_button_only_without_javascript(browser: Browser, server: str) -> None:
     """The form's submit button is for browsers without JavaScript (the script uploads on
     choice): with scripts on it is not in the page at all, rather than drawn and then hidden
@@ -198,3 +234,53 @@ def test_upload_button_only_without_javascript(browser: Browser, server: str) ->
             expect(buttons).to_have_text("Upload")
             expect(buttons).to_be_visible()
         context.close()
+
+
+def test_image_viewer_zooms_and_goes_to_neighbours_by_key(
+    browser: Browser, tiny_gunicorn: Gunicorn
+) -> None:
+    """A 1280x720 window shows a large image's display render at its laid-out size; a click
+    zooms to 100% and loads the full-size render; Escape fits, then goes to the gallery; the
+    arrow keys go to the older and newer image."""
+    server = tiny_gunicorn.url
+    oldest, middle, newest = (
+        tiny_gunicorn.stored(*tiny_gunicorn.upload(png_bytes(*size, seed=seed), "a.png"))
+        for seed, size in enumerate([(64, 48), (1600, 1200), (64, 48)])
+    )
+    page = new_page(browser)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    console_errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+    page.goto(f"{server}/i/{middle['id']}")
+    page.wait_for_function(PICTURE_LOADED)
+    picture = page.locator("#picture")
+    assert ".avif?w=1024&" in picture.evaluate("img => img.currentSrc")
+    natural, laid_out = page.evaluate(PICTURE_FIT)
+    assert abs(natural - laid_out) <= 1, (natural, laid_out)
+    assert page.evaluate(PICTURE_SCALED, [1, 1])
+    expect(page.locator("#zoom-toggle")).to_have_text("100%")
+
+    full = server + picture.get_attribute("data-full")
+    with page.expect_request(full):
+        picture.click()
+    page.wait_for_function(PICTURE_SCALED, arg=[2, 3])  # 1600 image pixels for ~750 CSS pixels
+    expect(page.locator("#zoom-toggle")).to_have_text("Fit")
+    page.wait_for_function(
+        "(url) => document.getElementById('picture').currentSrc === url", arg=full
+    )
+
+    page.keyboard.press("Escape")
+    page.wait_for_function(PICTURE_SCALED, arg=[1, 1])
+    assert page.url == f"{server}/i/{middle['id']}"
+    page.keyboard.press("Escape")
+    page.wait_for_url(f"{server}/")
+
+    page.goto(f"{server}/i/{middle['id']}")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"{server}/i/{oldest['id']}")
+    page.keyboard.press("ArrowRight")  # the oldest has no older image
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"{server}/i/{middle['id']}")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"{server}/i/{newest['id']}")
+    assert console_errors == []

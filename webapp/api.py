@@ -10,6 +10,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .media import render_url
+from .png import display_width
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, UploadJob, accept, lookup, take_delete_key, wait_for
 from .urls import absolute_url, no_store
@@ -33,6 +34,10 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
         "source_height": record.source_size[1],
         "uploaded_bytes": record.uploaded_bytes,
         "latent_bytes": record.latent_bytes,
+        "stored_bytes": record.stored_bytes,
+        "display_url": render_url(
+            record.id, display_width(record.width, record.height), "avif", external=True
+        ),
         "bits_per_pixel": round(record.bits_per_pixel, 4),
         "created_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(),
         "method": record.method,

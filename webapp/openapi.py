@@ -43,6 +43,17 @@ _IMAGE_PROPERTIES = {
     "source_height": {"type": "integer", "minimum": 1, "description": "Height as uploaded."},
     "uploaded_bytes": {"type": "integer", "minimum": 1},
     "latent_bytes": {"type": "integer", "minimum": 1},
+    "stored_bytes": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "The latent file and, for an image larger than its display render, its "
+        "display latent (what pages show is decoded from it).",
+    },
+    "display_url": {
+        "type": "string",
+        "format": "uri",
+        "description": "The display render (at most 1024 px a side) as AVIF, as pages show it.",
+    },
     "bits_per_pixel": {"type": "number", "exclusiveMinimum": 0},
     "created_at": {"type": "string", "format": "date-time"},
     "method": {"type": "string", "description": "The quantization method of the latent file."},

@@ -36,6 +36,12 @@ def display_size(width: int, height: int) -> tuple[int, int] | None:
     return fit_within(width, height, DISPLAY_SIDE)
 
 
+def display_width(width: int, height: int) -> int | None:
+    """The `w` of an image's display render: its display width, or None (its full size)."""
+    display = display_size(width, height)
+    return display[0] if display else None
+
+
 def render_widths(width: int, height: int) -> list[int]:
     """The `w` values an image's renders take: the thumbnail widths, `DISPLAY_SIDE` and its
     display width (narrower for a portrait)."""
