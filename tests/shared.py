@@ -36,3 +36,8 @@ def taesd_path() -> Path:
 def kodak_path(name: str = "") -> Path:
     """The Kodak folder, or one image in it (e.g. `kodim23.png`)."""
     return require_shared("images", "kodak", *([name] if name else []))
+
+
+def photo_path(name: str) -> Path:
+    """One of the real photographs in `../shared/images/photos` (several camera-size)."""
+    return require_shared("images", "photos", name)
