@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
@@ -58,6 +59,21 @@ def env(monkeypatch: pytest.MonkeyPatch, tiny_folder: Path) -> None:
     monkeypatch.setenv("LATENT_GALLERY_ENCODER", str(tiny_folder))
     monkeypatch.setenv("LATENT_GALLERY_DECODER", str(tiny_folder))
     monkeypatch.setenv("LATENT_GALLERY_DEVICE", "cpu")
+
+
+@pytest.fixture
+def decoded_widths(tiny_codec: Codec, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The widths (in pixels) of the latents the tiny codec's decoder is given, in order: which
+    image, or which of an image's latents, each decode was."""
+    widths: list[int] = []
+    decode = tiny_codec.decode_latents
+
+    def recording(latents: torch.Tensor, scale: tuple[float, float] | None = None) -> torch.Tensor:
+        widths.extend([latents.shape[-1] * 8] * len(latents))
+        return decode(latents, scale)
+
+    monkeypatch.setattr(tiny_codec, "decode_latents", recording)
+    return widths
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import torch
 from PIL import Image
 
 from codec import LatentFile
@@ -16,20 +15,6 @@ from tests.conftest import decoder_held, metric, png_bytes, upload, wait_idle
 from webapp.png import DISPLAY_SIDE, display_size, render_widths
 
 DECODES = "latent_gallery_decodes_total"
-
-
-@pytest.fixture
-def decoded_widths(tiny_codec, monkeypatch) -> list[int]:
-    """The latent widths (in pixels) the decoder is given, in order."""
-    widths: list[int] = []
-    decode = tiny_codec.decode_latents
-
-    def recording(latents: torch.Tensor, scale: tuple[float, float] | None = None) -> torch.Tensor:
-        widths.extend([latents.shape[-1] * 8] * len(latents))
-        return decode(latents, scale)
-
-    monkeypatch.setattr(tiny_codec, "decode_latents", recording)
-    return widths
 
 
 def size_of(data: bytes) -> tuple[int, int]:

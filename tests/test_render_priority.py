@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from tests.conftest import decoder_held, metric, png_bytes, upload, wait_idle, wait_until
 from webapp.decode_batcher import DecodeBatcher, Priority
@@ -17,22 +16,15 @@ WIDTHS = (64, 72, 80)  # one latent width each: a decode's shape says which imag
 
 
 @pytest.fixture
-def gallery(make_app, tiny_codec, monkeypatch) -> tuple:
+def gallery(make_app, decoded_widths) -> tuple:
     """Three stored images (64, 72 and 80 px wide), a fresh app over them (empty cache), and the
     image widths in the order the decoder decodes them."""
     first = make_app()
     client = first.test_client()
     ids = [upload(client, png_bytes(width, 48, seed=width))["id"] for width in WIDTHS]
     wait_idle(first)
-    decoded: list[int] = []
-    decode = tiny_codec.decode_latents
-
-    def recording(latents: torch.Tensor, scale: tuple[float, float] | None = None) -> torch.Tensor:
-        decoded.extend([latents.shape[-1] * 8] * len(latents))
-        return decode(latents, scale)
-
-    monkeypatch.setattr(tiny_codec, "decode_latents", recording)
-    return make_app(), dict(zip(WIDTHS, ids, strict=True)), decoded
+    decoded_widths.clear()
+    return make_app(), dict(zip(WIDTHS, ids, strict=True)), decoded_widths
 
 
 def get_in_thread(app, url: str) -> threading.Thread:
