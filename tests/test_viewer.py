@@ -130,10 +130,15 @@ def test_a_picture_within_the_display_size_shows_its_full_size(client):
     assert "min(768px, " in attrs["sizes"] and "* 1.5000)" in attrs["sizes"]
 
 
-def test_shares_and_downloads_stay_the_full_size_png(client):
+def test_shares_show_the_display_png_and_downloads_stay_the_full_size(client):
     image = upload(client, png_bytes(1600, 1200), "large.png")
     html = client.get(f"/i/{image['id']}").get_data(as_text=True)
     tags = {a.get("property") or a.get("name"): a.get("content") for t, a in parse(html).tags}
-    assert tags["og:image"] == tags["twitter:image"] == image["png_url"]
+    assert tags["og:image"] == tags["twitter:image"]
+    assert tags["og:image"].startswith(f"http://localhost/i/{image['id']}.png?w=1024&v=")
+    assert (tags["og:image:width"], tags["og:image:height"]) == ("1024", "768")
+    share = client.get(tags["og:image"].removeprefix("http://localhost"))
+    assert share.mimetype == "image/png"
+    assert Image.open(io.BytesIO(share.data), formats=["PNG"]).size == (1024, 768)
     assert f'href="{image["png_url"]}" download' in html
     assert "preview" in [a.get("class") for t, a in parse(html).tags if t == "img"]

@@ -26,7 +26,7 @@ from werkzeug.exceptions import BadRequest
 from codec.images import thumbnail_size
 
 from .media import ONE_YEAR, render_url
-from .png import THUMB_WIDTHS, display_size
+from .png import THUMB_WIDTHS, display_size, display_width
 from .storage import ImageRecord, get_record_or_404, get_store
 from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
 from .urls import absolute_url, no_store
@@ -77,6 +77,10 @@ def image(image_id: str) -> str:
         image=record,
         page_url=absolute_url("pages.image", image_id=record.id),
         png_url=render_url(record.id, external=True),
+        share_png=render_url(
+            record.id, display_width(record.width, record.height), "png", external=True
+        ),
+        share_size=display_size(record.width, record.height) or record.size,
         newer=newer,
         older=older,
     )
@@ -193,8 +197,7 @@ def thumb_srcset(record: ImageRecord) -> str:
 def picture_url(record: ImageRecord) -> str:
     """The URL of an image's display render as AVIF: its full size when that fits the display
     size (`DISPLAY_SIDE`)."""
-    display = display_size(record.width, record.height)
-    return render_url(record.id, display[0] if display else None, "avif")
+    return render_url(record.id, display_width(record.width, record.height), "avif")
 
 
 @bp.app_template_filter()
@@ -207,10 +210,9 @@ def full_url(record: ImageRecord) -> str:
 def picture_srcset(record: ImageRecord) -> str:
     """An `srcset` of an image page's picture: the largest thumbnail if it is smaller than the
     display render, and the display render; never the full size of a larger image."""
-    display = display_size(record.width, record.height)
-    display_width = display[0] if display else record.width
-    small = [(thumb_url(record, w), w) for w in THUMB_WIDTHS[-1:] if w < display_width]
-    return ", ".join(f"{url} {w}w" for url, w in [*small, (picture_url(record), display_width)])
+    width = display_width(record.width, record.height) or record.width
+    small = [(thumb_url(record, w), w) for w in THUMB_WIDTHS[-1:] if w < width]
+    return ", ".join(f"{url} {w}w" for url, w in [*small, (picture_url(record), width)])
 
 
 @bp.app_template_filter()
