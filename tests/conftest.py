@@ -26,7 +26,7 @@ from tests.tiny_models import tiny_taesd, tiny_taesd_module
 from webapp import create_app
 from webapp.metadata import MetadataStore
 from webapp.render import close_renderer, get_renderer
-from webapp.storage import ImageStore
+from webapp.storage import ImageStore, blob_names_of
 from webapp.uploads import close_uploads
 
 UNLIMITED_UPLOADS = (10_000, 1.0)
@@ -226,16 +226,17 @@ def snapshot(app: Flask) -> tuple[list[str], list[tuple]]:
 
 def assert_consistent(data: Path, database: str = "", storage: str = "") -> set[str]:
     """Assert that a store (by default the data folder's SQLite file and latents folder) is
-    consistent: every row has its latent file, every file its row, no temp file is left (the
-    store marker aside); returns the ids stored."""
+    consistent: every row has its latent files (a display latent where it records one), every
+    file its row, no temp file is left (the store marker aside); returns the ids stored."""
     store = ImageStore.open(data, database, storage)
     try:
-        ids = store.metadata.ids()
+        records = [record for record, _ in store.metadata.rows()]
         files = {name for name, _ in store.blob_names()}
     finally:
         store.metadata.close()
-    assert files == {f"{image_id}.sdz" for image_id in ids}, (sorted(files), sorted(ids))
-    return ids
+    expected = {name for record in records for name in blob_names_of(record)}
+    assert files == expected, (sorted(files), sorted(expected))
+    return {record.id for record in records}
 
 
 def rows(app: Flask) -> list[tuple]:
