@@ -43,7 +43,7 @@ def warm_previews(app: Flask) -> list[str]:
         records, _ = get_store().list_images(PAGE_SIZE)
         for record in records:
             try:
-                preview_png(record.id)
+                preview_png(record)
             except NotFound:
                 continue
             done.append(record.id)
