@@ -4,10 +4,12 @@
 First, in a thread of their own, the newest page's previews (no model, a fraction of a second
 each) go into the render cache, so that a first visitor's placeholders come from it. Beside
 that it loads the models in a background thread and, once they are loaded, queues the newest
-`PAGE_SIZE` images at BACKGROUND priority, newest first, as many as the PNG cache can hold
-(`png.rendered_bytes`): the gallery's thumbnails of them all, then their full sizes and other
-widths. A visitor's own requests go ahead of them, and one for an image still queued here
-moves it up. `LATENT_GALLERY_WARM_ON_START=0` turns it off.
+`PAGE_SIZE` images at BACKGROUND priority, newest first, as many as the cache can hold
+(`png.rendered_bytes`): the gallery's thumbnails, as pages show them. Nothing larger: a decode in
+flight is not interrupted, and a visitor who opens an image page meanwhile would wait behind a
+display or full-size decode (2–3 s on a 2-core CPU) where a thumbnail's takes 0.3–0.5 s. A
+visitor's own requests go ahead of them, and one for an image still queued here moves it up.
+`LATENT_GALLERY_WARM_ON_START=0` turns it off.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def warm_previews(app: Flask) -> list[str]:
 
 
 def warm_newest_page(app: Flask) -> list[str]:
-    """Queue the newest page's renders that fit in the cache, the gallery's thumbnails of all
-    of them first (with a thumbnail decoder, each decoded straight to its size); the ids queued."""
+    """Queue the gallery thumbnails of the newest page's images that fit in the cache (with a
+    thumbnail decoder, each decoded straight to its size); the ids queued."""
     renderer = get_renderer(app)
     with app.app_context():
         records, _ = get_store().list_images(PAGE_SIZE)
@@ -65,8 +67,6 @@ def warm_newest_page(app: Flask) -> list[str]:
         warmed.append(record)
     for record in warmed:
         renderer.warm(record, [effective_width(record.width, THUMB_WIDTH)])
-    for record in warmed:
-        renderer.warm(record)
     log.info("warming the newest %d images", len(warmed))
     return [record.id for record in warmed]
 
