@@ -18,9 +18,11 @@ from codec.settings import CodecSettings
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DEFAULT_KODAK = SHARED / "images" / "kodak"
+DEFAULT_PHOTOS = SHARED / "images" / "photos"
 DEFAULT_WEIGHTS = SHARED / "weights" / "taesd"
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @cache
@@ -53,11 +55,12 @@ def make_codec(weights: Path) -> Codec:
     )
 
 
-def kodak_paths(kodak: Path, count: int | None = None) -> list[Path]:
-    """The first `count` PNGs of the Kodak folder (all of them by default), sorted by name."""
-    paths = sorted(kodak.glob("*.png"))
+def image_paths(folder: Path, count: int | None = None) -> list[Path]:
+    """The first `count` PNG and JPEG images of a folder (all of them by default), by name."""
+    found = folder.iterdir() if folder.is_dir() else ()
+    paths = sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise SystemExit(f"no PNG images in {kodak}: pass --kodak (the Kodak set in ../shared)")
+        raise SystemExit(f"no PNG or JPEG images in {folder}: pass the folder (../shared/images)")
     return paths[:count]
 
 

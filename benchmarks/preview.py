@@ -21,7 +21,7 @@ from codec.hardware import detect
 from codec.preview import preview_of_file
 from webapp.png import encode_png
 
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths, load_photo, make_codec
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, load_photo, make_codec
 from .metrics import psnr
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     print(f"machine: {detect('cpu').describe()}; torch threads {torch.get_num_threads()}")
     print(f"{'photo':<8} {'PSNR dB':>8} {'ms':>6} {'PNG bytes':>10}")
     scores, costs, sizes = [], [], []
-    for path in kodak_paths(args.kodak):
+    for path in image_paths(args.kodak):
         photo = load_photo(codec, path, args.out / "latents")
         data = codec.pack(codec.correct(photo.latent), *photo.image.size, method="ec")
         start = time.perf_counter()

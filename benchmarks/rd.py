@@ -43,7 +43,7 @@ from .common import (
     ROOT,
     Photo,
     corrected_photo,
-    kodak_paths,
+    image_paths,
     load_photo,
     machine,
     make_codec,
@@ -279,8 +279,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = "python -m benchmarks.rd " + shlex.join(sys.argv[1:] if argv is None else argv)
 
-    paths = kodak_paths(args.kodak, args.images or (4 if args.quick else None))
-    full = not args.quick and len(paths) == len(kodak_paths(args.kodak))
+    paths = image_paths(args.kodak, args.images or (4 if args.quick else None))
+    full = not args.quick and len(paths) == len(image_paths(args.kodak))
     method_grid, format_grid = (
         (QUICK_GRID, QUICK_GRID) if args.quick else (METHOD_GRID, FORMAT_GRID)
     )

@@ -33,7 +33,7 @@ from codec.rate_control import psnr
 from codec.refine import refine, steps_for
 
 from .bdrate import bd_rate
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths, machine
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, machine
 from .report import text_table
 
 BASELINE = "palette"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     with out.open("w", newline="") as file:  # rows written as they come: a cut run keeps them
         writer = csv.DictWriter(file, COLUMNS)
         writer.writeheader()
-        for path in kodak_paths(args.kodak, args.images):
+        for path in image_paths(args.kodak, args.images):
             new = image_rows(
                 codec, cross, path, args.qualities, sorted(args.efforts), args.baseline_qualities
             )

@@ -30,7 +30,7 @@ from codec.rate_control import psnr
 from codec.thumbnail_decoder import ThumbnailDecoder
 from webapp.png import thumbnail
 
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, kodak_paths, load_photo, machine
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, load_photo, machine
 
 
 def fastest(runs: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
@@ -70,7 +70,7 @@ def main() -> None:
     print(f"{'photo':<8} {'full dB':>8} {'tuned dB':>9} {'untuned dB':>11} "
           f"{'full ms':>8} {'tuned ms':>9}")  # fmt: skip
     rows = []
-    for path in kodak_paths(args.kodak, args.count):
+    for path in image_paths(args.kodak, args.count):
         photo = load_photo(codec, path, DEFAULT_OUT / "latents")
         latent = codec.correct(photo.latent)
         _, stored = codec.unpack(codec.pack(latent, photo.image.width, photo.image.height))
