@@ -122,8 +122,8 @@ def test_a_render_whose_decode_is_in_the_model_outlives_the_deadline(make_app):
 
 def test_a_large_image_s_preview_comes_from_its_display_latent(client):
     image = upload(client, png_bytes(1280, 800))
-    preview = client.get(f"/i/{image['id']}.preview.png")
+    preview = client.get(f"/i/{image['id']}.preview.webp")
     assert preview.status_code == 200
     assert size_of(preview.data) == (128, 80)  # 1/8 of the 1024x640 display size
     small = upload(client, png_bytes(600, 400))
-    assert size_of(client.get(f"/i/{small['id']}.preview.png").data) == (75, 50)
+    assert size_of(client.get(f"/i/{small['id']}.preview.webp").data) == (75, 50)

@@ -161,7 +161,7 @@ def test_a_gallery_page_of_renders_is_not_limited_but_a_flood_past_the_burst_is(
     assert_limited_by_nginx(*fetch(urls[0]))
     image_id = images[0]["id"]
     assert fetch(f"/i/{image_id}.sdz")[0] == 200
-    assert fetch(f"/i/{image_id}.preview.png")[0] == 200
+    assert fetch(f"/i/{image_id}.preview.webp")[0] == 200
     assert proxied.nginx.request("GET", urls[0], source="127.0.0.5")[0] == 200
 
 

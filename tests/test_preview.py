@@ -1,4 +1,4 @@
-"""Previews from the latent: the map's fit, file, space binding, and `/i/<id>.preview.png`."""
+"""Previews from the latent: the map's fit, file, space binding, and `/i/<id>.preview.webp`."""
 
 from __future__ import annotations
 
@@ -122,20 +122,20 @@ def settled_decodes(app) -> float:
     return app.extensions["latent_gallery.metrics"].decodes._value.get()
 
 
-def test_preview_endpoint_serves_a_small_png_without_decoding(make_app):
+def test_preview_endpoint_serves_a_small_webp_without_decoding(make_app):
     app = make_app(PREVIEWS=True)
     client = app.test_client()
     image = upload(client, png_bytes(100, 60))
     for page in ("/", f"/i/{image['id']}"):
         html = client.get(page).get_data(as_text=True)
-        assert f'class="preview" src="/i/{image["id"]}.preview.png"' in html
+        assert f'class="preview" src="/i/{image["id"]}.preview.webp"' in html
     before = settled_decodes(app)
-    response = client.get(f"/i/{image['id']}.preview.png")
-    assert response.status_code == 200 and response.mimetype == "image/png"
-    assert Image.open(io.BytesIO(response.data)).size == (13, 8)
+    response = client.get(f"/i/{image['id']}.preview.webp")
+    assert response.status_code == 200 and response.mimetype == "image/webp"
+    assert Image.open(io.BytesIO(response.data), formats=["WEBP"]).size == (13, 8)
     assert response.cache_control.immutable and response.cache_control.max_age == 31536000
     again = client.get(
-        f"/i/{image['id']}.preview.png", headers={"If-None-Match": response.headers["ETag"]}
+        f"/i/{image['id']}.preview.webp", headers={"If-None-Match": response.headers["ETag"]}
     )
     assert again.status_code == 304
     assert settled_decodes(app) == before
@@ -146,24 +146,24 @@ def test_preview_endpoint_serves_a_small_png_without_decoding(make_app):
     )
     assert deleted.status_code == 204
     assert cache.get((image["id"], "preview")) is None
-    assert client.get(f"/i/{image['id']}.preview.png").status_code == 404
+    assert client.get(f"/i/{image['id']}.preview.webp").status_code == 404
 
 
 def test_previews_off_leaves_them_out_of_the_pages(make_app):
     client = make_app(PREVIEWS=False).test_client()
     image = upload(client)
-    assert "preview.png" not in client.get("/").get_data(as_text=True)
-    assert "preview.png" not in client.get(f"/i/{image['id']}").get_data(as_text=True)
+    assert "preview.webp" not in client.get("/").get_data(as_text=True)
+    assert "preview.webp" not in client.get(f"/i/{image['id']}").get_data(as_text=True)
 
 
 def test_preview_of_an_image_in_another_space_is_a_clear_404(make_app):
     model = tiny_taesd(space=SDXL)
     client = make_app(CODEC=Codec(CodecSettings(), encoder=model, decoder=model)).test_client()
     image = upload(client)
-    response = client.get(f"/i/{image['id']}.preview.png")
+    response = client.get(f"/i/{image['id']}.preview.webp")
     assert response.status_code == 404
     assert "latent space" in response.get_data(as_text=True)
-    assert client.get("/i/nosuchimage.preview.png").status_code == 404
+    assert client.get("/i/nosuchimage.preview.webp").status_code == 404
 
 
 def test_previews_setting_reads_a_flag_and_names_itself_when_bad():

@@ -86,7 +86,7 @@ def test_the_newest_page_s_previews_are_cached_without_a_model(make_app):
     assert warm_previews(app) == ids[::-1]
     for image_id in ids:
         cached = cache.get((image_id, "preview"))
-        assert cached and client.get(f"/i/{image_id}.preview.png").data == cached
+        assert cached and client.get(f"/i/{image_id}.preview.webp").data == cached
     assert metric(client, DECODES) == 0
 
 

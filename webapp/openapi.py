@@ -342,13 +342,17 @@ SPEC: dict[str, Any] = {
                 },
             },
         },
-        "/i/{image_id}.preview.png": {
+        "/i/{image_id}.preview.webp": {
             "parameters": [_ID_PARAM],
             "get": {
                 "operationId": "getPreview",
-                "summary": "The preview: the latent mapped to RGB at 1/8 size, with no model.",
+                "summary": "The preview: the latent mapped to RGB at 1/8 of the display size, "
+                "with no model.",
                 "responses": {
-                    "200": {"description": "PNG.", "content": {"image/png": {"schema": _BINARY}}},
+                    "200": {
+                        "description": "Lossy WebP.",
+                        "content": {"image/webp": {"schema": _BINARY}},
+                    },
                     "304": {"description": "Not modified (If-None-Match matched the ETag)."},
                     "404": {"description": "No image has this id, or no map for its space."},
                 },

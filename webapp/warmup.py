@@ -22,7 +22,7 @@ from werkzeug.exceptions import NotFound
 
 from .pages import PAGE_SIZE, THUMB_WIDTH
 from .png import effective_width, rendered_bytes
-from .previews import preview_png
+from .previews import preview_file
 from .render import get_renderer
 from .storage import get_store
 
@@ -45,7 +45,7 @@ def warm_previews(app: Flask) -> list[str]:
         records, _ = get_store().list_images(PAGE_SIZE)
         for record in records:
             try:
-                preview_png(record)
+                preview_file(record)
             except NotFound:
                 continue
             done.append(record.id)
