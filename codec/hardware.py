@@ -184,13 +184,19 @@ def choose_plan(machine: Machine, costs: Costs, budget: float = BUDGET) -> Plan:
     return plan(search_dtype=dtype, auto_effort=0, search="none", ratio=1.0)
 
 
-def search_dtypes(machine: Machine, model_dtype: torch.dtype) -> list[torch.dtype]:
-    """The precisions worth timing for searches: the model's own, plus bfloat16 for a float32
-    model on a CPU with native bfloat16 kernels."""
-    dtypes = [model_dtype]
+def fast_dtype(machine: Machine, model_dtype: torch.dtype) -> torch.dtype:
+    """The fastest precision to run a model in: bfloat16 for a float32 model on a CPU with
+    native bfloat16 kernels (a 1024×576 TAESD decode 1.04 s against 2.27 s on the 2-core
+    AVX-512 EPYC, its pixels 55 dB from float32's), else the model's own (CUDA models are
+    float16 already; emulated bfloat16 is many times slower)."""
     if machine.device == "cpu" and model_dtype == torch.float32 and machine.native_bf16:
-        dtypes.append(torch.bfloat16)
-    return dtypes
+        return torch.bfloat16
+    return model_dtype
+
+
+def search_dtypes(machine: Machine, model_dtype: torch.dtype) -> list[torch.dtype]:
+    """The precisions worth timing for searches: the model's own, and `fast_dtype`'s."""
+    return list(dict.fromkeys([model_dtype, fast_dtype(machine, model_dtype)]))
 
 
 def measure(

@@ -15,7 +15,7 @@ from PIL import Image
 from .container import LatentFile
 from .correction import LatentCorrection, correction_for
 from .errors import LatentSpaceMismatchError
-from .hardware import Plan, choose_plan, detect, measure, search_dtypes
+from .hardware import Plan, choose_plan, detect, fast_dtype, measure, search_dtypes
 from .images import ImageSource, image_to_tensor, open_image, pad_to_multiple, tensor_to_image
 from .methods import dequantize, get_method
 from .models import LatentAutoencoder, load_autoencoder
@@ -38,9 +38,9 @@ class Encoded:
     data: bytes
     image: Image.Image | None
     """What `Codec.decode(data)` renders, from the decode the refinement search ended with;
-    None when the encode ran no such decode (effort 0) or decoded on a twin of another
-    precision than the decoder's (bfloat16 on a CPU), whose pixels could differ, or on a proxy
-    (whose images are not the decoder's)."""
+    None when the encode ran no such decode (effort 0) or decoded in another precision than
+    renders do (`render_decoder`), whose pixels could differ, or on a proxy (whose images are
+    not the decoder's)."""
 
 
 class Codec:
@@ -80,6 +80,7 @@ class Codec:
         self._plan = plan
         self._search: LatentAutoencoder | None = None
         self._proxy: LatentAutoencoder | None = None
+        self._render: LatentAutoencoder | None = None
 
     @classmethod
     def from_env(cls) -> Codec:
@@ -99,6 +100,21 @@ class Codec:
         if self._decoder is None:
             self.load(encoder=False)
         return self._decoder
+
+    @property
+    def render_decoder(self) -> LatentAutoencoder:
+        """The decoder that full-scale decodes run on: a bfloat16 twin of a float32 decoder on
+        a CPU with native bfloat16 kernels (`hardware.fast_dtype`; twice as fast), unless
+        `settings.render_precision` is `model`; else the decoder itself."""
+        with self._plan_lock:
+            if self._render is None:
+                decoder = self.decoder
+                dtype = decoder.dtype
+                if self.settings.render_precision == "auto":
+                    dtype = fast_dtype(detect(decoder.device), dtype)
+                self._render = decoder.twin(dtype)
+                log.info("renders decode on %s", self._render.describe())
+            return self._render
 
     @property
     def correction(self) -> LatentCorrection | None:
@@ -274,7 +290,7 @@ class Codec:
         search = self.decoder
         if effort:
             search = self.auto_search if requested == "auto" else self.search_decoder
-        exact = search.dtype == self.decoder.dtype and search.pixel_scale == 1
+        exact = search.dtype == self.render_decoder.dtype and search.pixel_scale == 1
 
         def file_at(q: int) -> bytes:
             if not effort:
@@ -380,7 +396,11 @@ class Codec:
         tile = self.settings.tile // self.decoder.space.downscale
         if scale is None:
             return run_tiled(
-                self.decoder.decode, latents, tile, DECODE_OVERLAP, self.decoder.space.downscale
+                self.render_decoder.decode,
+                latents,
+                tile,
+                DECODE_OVERLAP,
+                self.decoder.space.downscale,
             )
         if self.thumbnail_decoder is None:
             raise ValueError(

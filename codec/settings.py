@@ -11,6 +11,8 @@ from .models.taesd import DEFAULT_HUB_ID
 
 DEFAULT_METHOD = "ec"
 MAX_EFFORT = 9
+RENDER_PRECISIONS = ("auto", "model")
+"""`auto`: renders decode in `hardware.fast_dtype`; `model`: in the decoder's own precision."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,14 @@ class CodecSettings:
     correction: str = "auto"
     thumbnail_decoder: str = "auto"
     effort: str = "auto"
+    render_precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.render_precision not in RENDER_PRECISIONS:
+            raise ValueError(
+                f"LATENT_GALLERY_RENDER_PRECISION must be {' or '.join(RENDER_PRECISIONS)}, "
+                f"got {self.render_precision!r}"
+            )
         if self.effort != "auto" and not (self.effort.isdigit() and int(self.effort) <= MAX_EFFORT):
             raise ValueError(
                 f"LATENT_GALLERY_EFFORT must be auto or an integer 0..{MAX_EFFORT}, "
@@ -50,6 +58,9 @@ class CodecSettings:
                 "LATENT_GALLERY_THUMBNAIL_DECODER", defaults.thumbnail_decoder
             ),
             effort=environ.get("LATENT_GALLERY_EFFORT", defaults.effort).strip().lower(),
+            render_precision=environ.get(
+                "LATENT_GALLERY_RENDER_PRECISION", defaults.render_precision
+            ).strip(),
         )
 
 

@@ -282,7 +282,7 @@ def wait_idle(app: Flask) -> None:
 def decoder_held(app: Flask) -> Iterator[None]:
     """Block the decode thread inside its next forward pass (the model's own lock) until the
     block exits: a deterministic busy model, with the real codec."""
-    lock = get_renderer(app).require_codec().decoder._lock
+    lock = get_renderer(app).require_codec().render_decoder._lock
     lock.acquire()
     try:
         yield

@@ -14,6 +14,7 @@ from codec.hardware import (
     choose_plan,
     detect,
     encode_ratio,
+    fast_dtype,
     measure,
     search_dtypes,
 )
@@ -89,6 +90,20 @@ def test_bfloat16_is_timed_only_where_native_and_only_for_a_float32_model():
     assert search_dtypes(H100, torch.float16) == [torch.float16]
 
 
+def test_renders_decode_in_bfloat16_only_where_it_is_native():
+    assert fast_dtype(AVX512_BF16, torch.float32) == torch.bfloat16
+    assert fast_dtype(AVX2, torch.float32) == torch.float32
+    assert fast_dtype(H100, torch.float16) == torch.float16
+    model = tiny_taesd()
+    codec = Codec(CodecSettings(), encoder=model, decoder=model)
+    native = detect("cpu").native_bf16
+    assert codec.render_decoder.dtype == (torch.bfloat16 if native else torch.float32)
+    exact = Codec(CodecSettings(render_precision="model"), encoder=model, decoder=model)
+    assert exact.render_decoder is model
+    with pytest.raises(ValueError, match="LATENT_GALLERY_RENDER_PRECISION must be auto or model"):
+        CodecSettings.from_env({"LATENT_GALLERY_RENDER_PRECISION": "fp8"})
+
+
 def test_bfloat16_is_chosen_only_when_measured_faster():
     slow_bf16 = Costs(encode=1.0, step={"float32": 0.5, "bfloat16": 0.9},
                       score={"float32": 0.3, "bfloat16": 0.2})  # fmt: skip
@@ -161,7 +176,8 @@ def test_a_codec_measures_its_plan_once_and_searches_in_its_precision():
 def test_compress_hands_back_no_image_from_a_search_in_another_precision():
     model = tiny_taesd()
     pinned = choose_plan(AVX512_BF16, AVX512_COSTS)
-    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=pinned)
+    settings = CodecSettings(tile=128, render_precision="model")  # renders in float32
+    codec = Codec(settings, encoder=model, decoder=model, plan=pinned)
     assert codec.search_decoder.dtype == torch.bfloat16
     image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
     encoded = codec.compress(image, quality=50, effort=1)
@@ -172,7 +188,8 @@ def test_compress_hands_back_no_image_from_a_search_in_another_precision():
 def test_auto_on_a_proxy_plan_hands_back_no_image_and_explicit_efforts_search_the_decoder():
     model = tiny_taesd()
     pinned = choose_plan(AVX2, AVX2_PROXY_COSTS)
-    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=pinned)
+    settings = CodecSettings(tile=128, render_precision="model")  # as on AVX2: float32
+    codec = Codec(settings, encoder=model, decoder=model, plan=pinned)
     assert codec.auto_search.pixel_scale == 2 and codec.search_decoder is codec.decoder
     image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
     encoded = codec.compress(image, quality=50, effort="auto")

@@ -24,11 +24,12 @@ FLOAT32_SEARCH = Costs(encode=1.0, step={"float32": 2.0}, score={"float32": 1.0}
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    """The tiny model with searches in float32, as the renderer decodes, on any CPU (measured,
-    a CPU with native bf16 would search in bf16: see test_hardware for that plan)."""
+    """The tiny model with searches and renders in float32 on any CPU (measured, a CPU with
+    native bf16 would search and render in bf16: see test_hardware for that plan)."""
     model = tiny_taesd()
     plan = choose_plan(detect("cpu"), FLOAT32_SEARCH)
-    return Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=plan)
+    settings = CodecSettings(tile=128, render_precision="model")
+    return Codec(settings, encoder=model, decoder=model, plan=plan)
 
 
 def _reachable(codec: Codec, count: int = 2) -> tuple[torch.Tensor, np.ndarray]:
@@ -163,9 +164,18 @@ def test_compress_hands_back_the_reconstruction_only_when_it_is_the_renders(code
     image = tensor_to_image(_reachable(codec, 1)[0][0])
     assert codec.compress(image, quality=50, effort=0).image is None
     encoded = codec.compress(image, quality=50, effort=2)
-    assert codec.search_decoder.dtype == codec.decoder.dtype
+    assert codec.search_decoder.dtype == codec.render_decoder.dtype == torch.float32
     rendered = np.asarray(codec.decode(encoded.data), dtype=np.int16)
     assert np.abs(np.asarray(encoded.image, dtype=np.int16) - rendered).max() <= 1
+
+
+def test_no_reconstruction_when_renders_decode_in_another_precision():
+    model = tiny_taesd()
+    plan = choose_plan(detect("cpu"), FLOAT32_SEARCH)
+    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=plan)
+    codec._render = model.twin(torch.bfloat16)  # as on a CPU with native bfloat16 kernels
+    image = tensor_to_image(_reachable(codec, 1)[0][0])
+    assert codec.compress(image, quality=50, effort=2).image is None
 
 
 def test_refined_file_records_the_target_decoder_and_decodes_closer(codec):

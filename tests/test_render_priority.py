@@ -71,7 +71,7 @@ def test_background_work_goes_one_latent_a_pass_after_the_visitors(tiny_codec):
     batcher = DecodeBatcher(lambda: tiny_codec, Metrics(), queue_size=4, batch=8)
     done: list[str] = []
     try:
-        with tiny_codec.decoder._lock:
+        with tiny_codec.render_decoder._lock:
             blocker = batcher.submit(*latents[1], Priority.BACKGROUND, None)
             wait_until(lambda: batcher.decoding == 1)
             late = [batcher.submit(*latents[1], Priority.BACKGROUND, None) for _ in range(2)]
