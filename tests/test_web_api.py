@@ -19,7 +19,7 @@ from webapp.storage import STORE_MARKER
 IMAGE_FIELDS = {
     "id", "page_url", "png_url", "latent_url", "width", "height", "source_width", "source_height",
     "uploaded_bytes",
-    "latent_bytes", "bits_per_pixel", "created_at", "method",
+    "latent_bytes", "stored_bytes", "display_url", "bits_per_pixel", "created_at", "method",
 }  # fmt: skip
 
 
@@ -54,7 +54,9 @@ def test_upload_get_list_and_delete(client, app):
     assert fetched == {k: v for k, v in image.items() if k != "delete_key"}
     assert client.get("/api/images").get_json()["images"] == [fetched]
     latent = client.get(f"/i/{image['id']}.sdz")
-    assert len(latent.data) == image["latent_bytes"]
+    assert len(latent.data) == image["latent_bytes"] == image["stored_bytes"]  # small: no display
+    display = client.get(image["display_url"].removeprefix("http://localhost"))
+    assert display.status_code == 200 and display.mimetype == "image/avif"
 
     response = client.delete(
         f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]}
