@@ -49,7 +49,7 @@ def render(image_id: str, fmt: str) -> Response:
         moved.cache_control.no_cache = True
         return moved
     width = effective_width(record.width, asked_width)
-    etag = f"{image_id}-{width or 'full'}-{renderer.version}" + ("" if fmt == "png" else f"-{fmt}")
+    etag = f"{image_id}-{width or 'full'}-{fmt}-{renderer.version}"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:

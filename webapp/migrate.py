@@ -97,8 +97,10 @@ def _copy_file(
     except FileNotFoundError:
         return record.id, None
     checksum = _checksum(files)
+    if same:
+        return record.id, (False, checksum)
     copied = False
-    for name, data in zip(names, files, strict=True) if not same else ():
+    for name, data in zip(names, files, strict=True):
         try:
             target.blobs.put(name, data)
             copied = True

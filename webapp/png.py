@@ -45,8 +45,8 @@ def display_width(width: int, height: int) -> int | None:
 def render_widths(width: int, height: int) -> list[int]:
     """The `w` values an image's renders take: the thumbnail widths, `DISPLAY_SIDE` and its
     display width (narrower for a portrait)."""
-    display = display_size(width, height)
-    return sorted({*THUMB_WIDTHS, DISPLAY_SIDE, *([display[0]] if display else [])})
+    display = display_width(width, height)
+    return sorted({*THUMB_WIDTHS, DISPLAY_SIDE, *([display] if display else [])})
 
 
 def encode_png(image: Image.Image) -> bytes:
