@@ -4,9 +4,16 @@ Run: `gunicorn -c gunicorn.conf.py wsgi:app`. The address, threads and log level
 `webapp.settings.Settings` (`LATENT_GALLERY_BIND`, `_THREADS`, `_LOG_LEVEL`), as all settings do.
 """
 
+import sys
+
+from codec import load_codec
 from webapp.settings import Settings
 
-_settings = Settings.from_env()
+try:  # a bad setting stops the start here, in the master, with one line naming the variable
+    _settings = Settings.from_env()
+    load_codec(_settings.codec)
+except ValueError as error:
+    sys.exit(f"latent-gallery: {error}")
 bind = _settings.bind
 
 # One worker: every worker process would load its own copy of the model (and, on a GPU, its
@@ -54,8 +61,6 @@ def post_worker_init(worker) -> None:
 def worker_exit(server, worker) -> None:
     """Finish the accepted uploads, then stop the worker's decode thread, before the
     interpreter exits."""
-    from webapp.render import close_renderer
-    from webapp.uploads import close_uploads
+    from webapp.gallery import get_gallery
 
-    close_uploads(worker.wsgi)
-    close_renderer(worker.wsgi)
+    get_gallery(worker.wsgi).close()

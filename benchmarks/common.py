@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from codec import Codec, CodecSettings, load_codec
 from codec.hardware import detect
-from codec.pipeline import Codec
-from codec.settings import CodecSettings
+from codec.transform import correct, latent_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -34,25 +34,29 @@ def machine(device: str = "cpu") -> str:
 
 @dataclass(frozen=True)
 class Photo:
-    """A benchmark image, its float latent and the seconds the encoder took for it.
-
-    `tuned_for` is the decoder family the latent was corrected for (None: the encoder's own).
-    """
+    """A benchmark image, its float latent (the encoder's, or corrected: `corrected_photo`) and
+    the seconds the encoder (and correction) took for it."""
 
     name: str
     image: Image.Image
     latent: np.ndarray
     latent_s: float
-    tuned_for: str | None = None
 
 
 def make_codec(weights: Path) -> Codec:
     """A CPU codec with the same encoder and decoder (a TAESD folder or other model spec)."""
     if not weights.exists():
         raise SystemExit(f"{weights} is missing: pass --weights (the TAESD weights in ../shared)")
-    return Codec(
+    return load_codec(
         CodecSettings(encoder=str(weights), decoder=str(weights), device="cpu", method="palette")
     )
+
+
+def uncorrected(codec: Codec) -> Codec:
+    """`codec` without its learned correction, on the same models: what codes the encoder's own
+    latents (a `Photo`'s before `corrected_photo`)."""
+    settings = replace(codec.settings, correction="off")
+    return load_codec(settings, encoder=codec.encoder, decoder=codec.decoder)
 
 
 def image_paths(folder: Path, count: int | None = None) -> list[Path]:
@@ -74,7 +78,7 @@ def load_photo(codec: Codec, path: Path, cache: Path) -> Photo:
         stored = np.load(file)
         return Photo(path.stem, image, stored["latent"], float(stored["seconds"]))
     start = time.perf_counter()
-    latent = codec.latent_of(image)
+    latent = latent_of(codec, image, corrected=False)
     seconds = time.perf_counter() - start
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(file, latent=latent, seconds=seconds)
@@ -82,8 +86,9 @@ def load_photo(codec: Codec, path: Path, cache: Path) -> Photo:
 
 
 def corrected_photo(codec: Codec, photo: Photo) -> Photo:
-    """`photo` with its latent moved by the codec's learned correction, and the time added."""
+    """`photo` with its latent moved by the codec's learned correction (the latent
+    `codec.compress` takes), and the time added."""
     start = time.perf_counter()
-    latent = codec.correct(photo.latent)
+    latent = correct(codec, photo.latent)
     seconds = photo.latent_s + time.perf_counter() - start
-    return replace(photo, latent=latent, latent_s=seconds, tuned_for=codec.corrected_for)
+    return replace(photo, latent=latent, latent_s=seconds)

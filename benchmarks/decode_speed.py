@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import Codec, CodecSettings
-from codec.images import thumbnail_size
+from codec import CodecSettings, load_codec
+from codec.images import open_image, thumbnail_size
 from codec.models import load_autoencoder
+from codec.transform import latent_of
 
 from .common import machine
 
@@ -35,17 +36,18 @@ def main() -> None:
     parser.add_argument("--thumbnail", type=int, help="time the thumbnail decoder at this width")
     args = parser.parse_args()
 
-    codec = Codec(CodecSettings(encoder=args.weights, decoder=args.weights, device=args.device))
-    image = codec.open(args.kodak / "kodim23.png")
+    settings = CodecSettings(encoder=args.weights, decoder=args.weights, device=args.device)
+    codec = load_codec(settings)
+    image = open_image(args.kodak / "kodim23.png", settings.max_pixels)
     start = time.perf_counter()
-    latent = torch.from_numpy(codec.latent_of(image))[None]
+    latent = torch.from_numpy(latent_of(codec, image, corrected=False))[None]
     print(f"machine: {machine(codec.decoder.device.type)}")
     print(f"device {codec.decoder.describe()}; encode {time.perf_counter() - start:.3f} s")
     scale = None
     if args.thumbnail:
         width, height = thumbnail_size(image.width, image.height, args.thumbnail)
         scale = (height / image.height, width / image.width)
-    on_cpu = Codec(codec.settings, decoder=load_autoencoder(args.weights, device="cpu"))
+    on_cpu = load_codec(settings, decoder=load_autoencoder(args.weights, device="cpu"))
     reference = on_cpu.decode_latents(latent, scale)
 
     print(f"{'batch':>5} {'s/batch':>9} {'images/s':>9} {'PSNR vs cpu fp32':>17}")

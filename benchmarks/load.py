@@ -156,7 +156,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--cache-mb", type=int, default=64)
     margin = (
-        "working memory allowed beyond model + cache: one decode pass (webapp.decode_batcher."
+        "working memory allowed beyond model + cache: one decode pass (webapp.render.batcher."
         "BATCH_PIXELS, ~2 GB with TAESD fp32) + one upload encode (~0.4 GB)"
     )
     parser.add_argument("--margin-mb", type=int, default=2560, help=margin)

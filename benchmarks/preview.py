@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from codec.hardware import detect
+from codec.measures import psnr
 from codec.preview import preview_of_file
-from webapp.png import encode_png
+from codec.transform import correct
+from webapp.render.formats import encode_png
 
 from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, load_photo, make_codec
-from .metrics import psnr
 
 
 def main() -> None:
@@ -39,7 +40,8 @@ def main() -> None:
     scores, costs, sizes = [], [], []
     for path in image_paths(args.kodak):
         photo = load_photo(codec, path, args.out / "latents")
-        data = codec.pack(codec.correct(photo.latent), *photo.image.size, method="ec")
+        latent = correct(codec, photo.latent)
+        data = codec.compress(photo.image, latent=latent, method="ec", effort=0).data
         start = time.perf_counter()
         preview = preview_of_file(data)
         costs.append((time.perf_counter() - start) * 1000)

@@ -5,13 +5,13 @@
 
 For each image: the plain encoder's latent (timed), its float round trip through the decoder,
 then at each quality and effort the latent (moved by the learned correction where one serves
-these models) refined and coded to a file (encode seconds: encoder + correction + refinement +
-coding) and decoded (decode seconds). The highest effort's and the plain files
-are also decoded by a second decoder (`--cross-decoder`, e.g. the full SD VAE; by default a
-tiny random AutoencoderKL, which only proves that path runs). The 2022 `palette` baseline is
-coded from the plain latent at `--baseline-qualities`. Prints one row per quality and effort,
-the PSNR at `--at-bpp` interpolated per effort, and each effort's BD-rate (PSNR) against the
-baseline; writes per-image CSV rows.
+these models) refined and coded to a file by `Codec.compress` (encode seconds: encoder +
+correction + refinement + coding) and decoded (decode seconds). The highest effort's and the
+plain files are also decoded by a second decoder (`--cross-decoder`, e.g. the full SD VAE; by
+default a tiny random AutoencoderKL, which only proves that path runs). The 2022 `palette`
+baseline is coded from the plain latent at `--baseline-qualities`. Prints one row per quality
+and effort, the PSNR at `--at-bpp` interpolated per effort, and each effort's BD-rate (PSNR)
+against the baseline; writes per-image CSV rows.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec import Codec, CodecSettings
-from codec.images import image_to_tensor, tensor_to_image
-from codec.methods import get_method
+from codec import Codec, CodecSettings, load_codec, unpack
+from codec.images import tensor_to_image
+from codec.measures import bits_per_pixel, psnr
 from codec.models import LatentAutoencoder, load_autoencoder
-from codec.rate_control import psnr
-from codec.refine import refine, steps_for
+from codec.refine import steps_for
+from codec.transform import correct, latent_of
 
 from .bdrate import bd_rate
-from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, machine
+from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, machine, uncorrected
 from .report import text_table
 
 BASELINE = "palette"
@@ -64,53 +64,46 @@ def _cross_decoder(spec: str | None) -> tuple[str, LatentAutoencoder]:
 
 
 def image_rows(
-    codec: Codec,
+    codecs: tuple[Codec, Codec],
     cross: tuple[str, LatentAutoencoder],
     path: Path,
     qualities,
     efforts,
     baseline_qualities,
 ) -> list[dict]:
-    """CSV rows of one image: the baseline at its qualities, then every quality and effort."""
+    """CSV rows of one image: the baseline at its qualities, then every quality and effort;
+    `codecs` are the codec and the same without its correction (`uncorrected`), which codes
+    the baseline."""
+    codec, plain = codecs
     image = Image.open(path).convert("RGB")
-    latent, latent_s = _seconds(codec.latent_of, image)
+    latent, latent_s = _seconds(latent_of, codec, image, corrected=False)
     float_image = codec.decode_latents(torch.from_numpy(latent)[None])[0]
     float_psnr = psnr(image, tensor_to_image(float_image[:, : image.height, : image.width]))
-    method = get_method(codec.settings.method)
-    pixels = image_to_tensor(image)
     cross_name, cross_model = cross
 
-    def row(method_name: str, quality: int, effort: int, latent_used: np.ndarray,
-            extra_s: float, family: str | None) -> tuple[dict, bytes]:  # fmt: skip
-        data, pack_s = _seconds(codec.pack, latent_used, *image.size, method=method_name,
-                                quality=quality, target_family=family)  # fmt: skip
-        decoded, decode_s = _seconds(codec.decode, data)
+    def row(coded_by: Codec, method: str, quality: int, effort: int, latent_used: np.ndarray,
+            extra_s: float) -> tuple[dict, bytes]:  # fmt: skip
+        encoded, compress_s = _seconds(coded_by.compress, image, latent=latent_used,
+                                       method=method, quality=quality, effort=effort)  # fmt: skip
+        data = encoded.data
+        decoded, decode_s = _seconds(codec.decompress, data)
         return {
-            "method": method_name, "image": path.stem, "quality": quality, "effort": effort,
+            "method": method, "image": path.stem, "quality": quality, "effort": effort,
             "steps": steps_for(effort), "bytes": len(data),
-            "bpp": len(data) * 8 / (image.width * image.height), "psnr": psnr(image, decoded),
-            "float_psnr": float_psnr, "encode_s": latent_s + extra_s + pack_s,
+            "bpp": bits_per_pixel(len(data), *image.size), "psnr": psnr(image, decoded),
+            "float_psnr": float_psnr, "encode_s": latent_s + extra_s + compress_s,
             "decode_s": decode_s, "cross_decoder": "", "cross_psnr": "",
             "machine": machine(codec.decoder.device.type),
         }, data  # fmt: skip
 
-    rows = [row(BASELINE, quality, 0, latent, 0.0, None)[0] for quality in baseline_qualities]
-    start, correct_s = _seconds(codec.correct, latent)
+    rows = [row(plain, BASELINE, quality, 0, latent, 0.0)[0] for quality in baseline_qualities]
+    start, correct_s = _seconds(correct, codec, latent)
     for quality in qualities:
         for effort in efforts:
-            steps = steps_for(effort)
-            refined, refine_s = start[None], 0.0
-            if steps:
-                result, refine_s = _seconds(
-                    refine, pixels, start[None], codec.search_decoder, method, quality, steps
-                )
-                refined = result.latents
-            family = codec.decoder.family if steps else codec.corrected_for
-            extra_s = correct_s + refine_s
-            result, data = row(method.name, quality, effort, refined[0], extra_s, family)
+            result, data = row(codec, codec.settings.method, quality, effort, start, correct_s)
             rows.append(result)
             if effort in (min(efforts), max(efforts)):
-                stored = torch.from_numpy(codec.unpack(data)[1])[None]
+                stored = torch.from_numpy(unpack(data, codec.decoder.space)[1])[None]
                 other = cross_model.decode(stored)[0, :, : image.height, : image.width]
                 rows[-1] |= {
                     "cross_decoder": cross_name,
@@ -182,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.weights.exists():
         raise SystemExit(f"{args.weights} is missing: pass --weights (the TAESD folder)")
     weights = str(args.weights)
-    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device=args.device))
+    codec = load_codec(CodecSettings(encoder=weights, decoder=weights, device=args.device))
     codec.load()
     cross = _cross_decoder(args.cross_decoder)
     print(f"machine: {machine(codec.decoder.device.type)}", flush=True)
@@ -190,13 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"encode plan: {codec.plan.describe()}", flush=True)
     out = args.out / f"refine-{codec.decoder.device.type}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, codecs = [], (codec, uncorrected(codec))
     with out.open("w", newline="") as file:  # rows written as they come: a cut run keeps them
         writer = csv.DictWriter(file, COLUMNS)
         writer.writeheader()
         for path in image_paths(args.kodak, args.images):
             new = image_rows(
-                codec, cross, path, args.qualities, sorted(args.efforts), args.baseline_qualities
+                codecs, cross, path, args.qualities, sorted(args.efforts), args.baseline_qualities
             )
             writer.writerows(new)
             file.flush()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from codec import Codec
+from codec.measures import bits_per_pixel, psnr
 from codec.methods import method_names
-from codec.pipeline import Codec
 from codec.settings import DEFAULT_METHOD
 
 from . import standard
@@ -27,8 +29,8 @@ from .common import (
     corrected_photo,
     load_photo,
     make_codec,
+    uncorrected,
 )
-from .metrics import bits_per_pixel, psnr
 
 IMAGES = ("kodim23", "kodim15", "kodim19")
 CROP = 256
@@ -50,12 +52,12 @@ def method_tile(
     (the latent refined at `effort`)."""
 
     def encode_at(quality: int) -> standard.Encoded:
-        data = codec.compress_latent(photo.latent, photo.image, method=method, quality=quality,
-                                   effort=effort, tuned_for=photo.tuned_for)  # fmt: skip
+        data = codec.compress(photo.image, latent=photo.latent, method=method, quality=quality,
+                              effort=effort).data  # fmt: skip
         return standard.Encoded(quality, data, 0.0)
 
     encoded = standard.closest_quality(encode_at, range(1, 101), target_bytes)
-    return codec.decode(encoded.data), len(encoded.data)
+    return codec.decompress(encoded.data), len(encoded.data)
 
 
 def format_tile(name: str, photo: Photo, target_bytes: int) -> tuple[Image.Image, int]:
@@ -72,17 +74,21 @@ def labelled(tile: Image.Image, text: str, font: ImageFont.ImageFont) -> Image.I
     return canvas
 
 
-def row(codec: Codec, photo: Photo, bpp: float, font: ImageFont.ImageFont) -> list[Image.Image]:
-    """Original, then each codec's crop, each labelled."""
+def row(
+    codecs: tuple[Codec, Codec], photo: Photo, bpp: float, font: ImageFont.ImageFont
+) -> list[Image.Image]:
+    """Original, then each codec's crop, each labelled; `codecs` are the codec and the same
+    without its correction (`uncorrected`)."""
     w, h = photo.image.size
     target = round(bpp * w * h / 8)
     box = crop_box(photo.image)
     tiles = [labelled(photo.image.crop(box), f"{photo.name} original\n{w}x{h}", font)]
-    default = {m: m == DEFAULT_METHOD for m in METHODS}  # corrected and refined at `auto`
-    sources = {m: corrected_photo(codec, photo) if default[m] else photo for m in METHODS}
-    decoders = [(m, lambda m=m: method_tile(codec, m, sources[m], target,
-                                            "auto" if default[m] else 0))
-                for m in METHODS if m in method_names()]  # fmt: skip
+    codec, plain = codecs
+    decoders = [  # the default method corrected and refined at `auto`, the others as they are
+        (m, partial(method_tile, codec, m, corrected_photo(codec, photo), target, "auto")
+         if m == DEFAULT_METHOD else partial(method_tile, plain, m, photo, target, 0))
+        for m in METHODS if m in method_names()
+    ]  # fmt: skip
     decoders += [(f, lambda f=f: format_tile(f, photo, target)) for f in FORMATS]
     for name, run in decoders:
         decoded, n_bytes = run()
@@ -116,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     font = ImageFont.load_default(size=15)
     photos = [load_photo(codec, args.kodak / f"{name}.png", DEFAULT_OUT / "latents")
               for name in IMAGES]  # fmt: skip
-    sheet = grid([row(codec, photo, args.bpp, font) for photo in photos])
+    codecs = (codec, uncorrected(codec))
+    sheet = grid([row(codecs, photo, args.bpp, font) for photo in photos])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")

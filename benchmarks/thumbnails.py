@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import Codec, CodecSettings
+from codec import CodecSettings, load_codec, unpack
 from codec.images import tensor_to_image
+from codec.measures import psnr
 from codec.pipeline import DECODE_OVERLAP
-from codec.rate_control import psnr
 from codec.thumbnail_decoder import ThumbnailDecoder
-from webapp.png import thumbnail
+from codec.transform import correct
+from webapp.render.formats import thumbnail
 
 from .common import DEFAULT_KODAK, DEFAULT_OUT, DEFAULT_WEIGHTS, image_paths, load_photo, machine
 
@@ -59,7 +60,7 @@ def main() -> None:
         raise SystemExit(f"{args.weights} is missing: pass --weights (the TAESD weights)")
     weights = str(args.weights)
     settings = CodecSettings(encoder=weights, decoder=weights, device=args.device, effort="0")
-    codec = Codec(settings)
+    codec = load_codec(settings)
     thumbs = codec.thumbnail_decoder
     if thumbs is None:
         raise SystemExit(f"no thumbnail decoder in codec/weights/thumbnail for {args.weights}")
@@ -72,8 +73,8 @@ def main() -> None:
     rows = []
     for path in image_paths(args.kodak, args.count):
         photo = load_photo(codec, path, DEFAULT_OUT / "latents")
-        latent = codec.correct(photo.latent)
-        _, stored = codec.unpack(codec.pack(latent, photo.image.width, photo.image.height))
+        data = codec.compress(photo.image, latent=correct(codec, photo.latent)).data
+        _, stored = unpack(data, codec.decoder.space)
         z = torch.from_numpy(stored)[None]
         reference = thumbnail(photo.image, args.width)
         width, height = reference.size

@@ -6,6 +6,7 @@ Exit status: 0 on success, 2 on a usage error, 1 on any other error (one line on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -18,7 +19,7 @@ from .atomic import atomic_write
 from .container import LatentFile
 from .errors import CodecError
 from .methods import method_by_id, method_names
-from .pipeline import Codec
+from .pipeline import load_codec
 from .settings import MAX_EFFORT, CodecSettings
 
 PROG = "latent-gallery"
@@ -87,18 +88,18 @@ def main(
 
 def run_encode(args: argparse.Namespace) -> None:
     """Encode each input; several inputs show a progress bar."""
-    codec = Codec(_settings(args.method))
+    codec = load_codec(_settings(args.method))
     targets = _encode_targets(args.inputs, args.output)
     bar = tqdm(targets, unit="image", disable=len(targets) < 2, file=sys.stderr)
     for source, target in bar:
         bar.set_postfix_str(source.name)
-        data = codec.encode(
+        data = codec.compress(
             source,
             quality=args.quality,
             target_bytes=args.target_bytes,
             target_psnr=args.target_psnr,
             effort=args.effort,
-        )
+        ).data
         atomic_write(target, data)
         if len(targets) == 1:
             header = LatentFile.from_bytes(data)
@@ -108,8 +109,7 @@ def run_encode(args: argparse.Namespace) -> None:
 def run_decode(args: argparse.Namespace) -> None:
     """Decode one latent file to an image file."""
     data = args.input.read_bytes()
-    codec = Codec(CodecSettings.from_env())
-    image = codec.decode(data)
+    image = load_codec(CodecSettings.from_env()).decompress(data)
     target = args.output or args.input.with_suffix(".png")
     buffer = io.BytesIO()
     image.save(buffer, format=_image_format(target))
@@ -131,7 +131,7 @@ def run_info(args: argparse.Namespace) -> None:
         "method": method_by_id(header.method_id).name,
         "encoder": header.encoder_family,
         "encoder_fingerprint": header.encoder_fingerprint.hex(),
-        "target_decoder": header.target_family,
+        "tuned_for": header.tuned_for,
         "format_version": header.version,
     }
     if args.json:
@@ -144,9 +144,7 @@ def run_info(args: argparse.Namespace) -> None:
 
 def _settings(method: str | None) -> CodecSettings:
     settings = CodecSettings.from_env()
-    if method is None:
-        return settings
-    return CodecSettings(**{**settings.__dict__, "method": method})
+    return settings if method is None else dataclasses.replace(settings, method=method)
 
 
 def _encode_targets(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:

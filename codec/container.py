@@ -2,6 +2,7 @@
 
 See docs/FORMAT.md. `LatentFile.from_bytes` parses untrusted bytes and raises only
 `LatentFileError`; no allocation is sized by a header field before it has been checked.
+`unpack` reads a file's latent for a decoder.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .errors import LatentFileError
+import numpy as np
+
+from .errors import LatentFileError, LatentSpaceMismatchError
+from .measures import bits_per_pixel
+from .methods import dequantize
 from .spaces import LatentSpace, space_by_id
 
 MAGIC = b"SDZ\x1a"
 VERSION = 1
-# magic, version, space, method, encoder family, target decoder family, flags,
+# magic, version, space, method, encoder family, family tuned for, flags,
 # channels, latent height, latent width, image width, image height,
 # encoder fingerprint, params length, payload length
 _HEADER = struct.Struct("<4sBBBBBBBHHII8sHI")
@@ -41,7 +46,9 @@ class LatentFile:
     encoder_fingerprint: bytes
     params: bytes
     payload: bytes
-    target_family: str | None = None
+    tuned_for: str | None = None
+    """The decoder family the latent was moved towards (learned correction, refinement); None:
+    the encoder's own latent."""
     version: int = VERSION
 
     @property
@@ -59,7 +66,7 @@ class LatentFile:
     @property
     def bits_per_pixel(self) -> float:
         """File bits per pixel of the original image."""
-        return self.size * 8 / (self.width * self.height)
+        return bits_per_pixel(self.size, self.width, self.height)
 
     def to_bytes(self) -> bytes:
         """Serialize, appending the CRC-32 of everything before it."""
@@ -70,7 +77,7 @@ class LatentFile:
             self.space.id,
             self.method_id,
             FAMILIES[self.encoder_family],
-            FAMILIES[self.target_family] if self.target_family else 0,
+            FAMILIES[self.tuned_for] if self.tuned_for else 0,
             0,
             channels,
             latent_h,
@@ -89,7 +96,7 @@ class LatentFile:
         """Parse and validate a latent file."""
         if len(data) < OVERHEAD_BYTES:
             raise LatentFileError(f"truncated latent file: {len(data)} bytes")
-        (magic, version, space_id, method_id, encoder_code, target_code, flags, channels,
+        (magic, version, space_id, method_id, encoder_code, tuned_code, flags, channels,
          latent_h, latent_w, width, height, fingerprint, params_len, payload_len,
          ) = _HEADER.unpack_from(data)  # fmt: skip
         if magic != MAGIC:
@@ -107,7 +114,7 @@ class LatentFile:
         space = space_by_id(space_id)
         if flags != 0:
             raise LatentFileError(f"unknown header flags {flags:#x}")
-        if encoder_code not in _FAMILY_NAMES or (target_code and target_code not in _FAMILY_NAMES):
+        if encoder_code not in _FAMILY_NAMES or (tuned_code and tuned_code not in _FAMILY_NAMES):
             raise LatentFileError("unknown model family in header")
         if channels != space.channels or not 0 < latent_h * latent_w <= MAX_LATENT_POSITIONS:
             raise LatentFileError(f"bad latent shape {channels}x{latent_h}x{latent_w}")
@@ -127,6 +134,18 @@ class LatentFile:
             encoder_fingerprint=fingerprint,
             params=bytes(data[HEADER_BYTES:start]),
             payload=bytes(data[start : start + payload_len]),
-            target_family=_FAMILY_NAMES.get(target_code),
+            tuned_for=_FAMILY_NAMES.get(tuned_code),
             version=version,
         )
+
+
+def unpack(data: bytes, space: LatentSpace) -> tuple[LatentFile, np.ndarray]:
+    """A latent file's header and dequantized latent, for a decoder of `space`: raises
+    `LatentFileError` if the file is bad, `LatentSpaceMismatchError` if it is in another space."""
+    header = LatentFile.from_bytes(data)
+    if header.space != space:
+        raise LatentSpaceMismatchError(
+            f"the file is in the {header.space.name} latent space but the decoder speaks "
+            f"{space.name}: set LATENT_GALLERY_DECODER to a {header.space.name} VAE or TAESD"
+        )
+    return header, dequantize(header)

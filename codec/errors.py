@@ -13,6 +13,10 @@ class ImageInputError(CodecError, ValueError):
     """An input image cannot be read, is not an allowed format, or exceeds the pixel limit."""
 
 
+class SettingsError(CodecError, ValueError):
+    """A codec setting no codec can run with; the message starts with the variable's name."""
+
+
 class ModelLoadError(CodecError, RuntimeError):
     """Model weights cannot be found or loaded; the message names the setting to change."""
 

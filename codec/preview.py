@@ -4,35 +4,28 @@ An SD latent at 1/8 scale is already a small picture. A fixed map of each positi
 features to RGB gives a recognisable 1/8-scale image in milliseconds: the features are
 the 3×3 neighbourhood of every channel (edge-replicated at the borders) and the products of
 channel pairs at the position, and the map is a (3, features) matrix plus a bias, fitted once
-by least squares (`codec.fit_preview`) on photos against their box-downsampled pixels. On
+by least squares (`codec.training.preview`) on photos against their box-downsampled pixels. On
 Kodak (held out) it scores 24.7 dB at 1/8 scale, 3.8 dB above a plain linear 4→3 map.
 
-A map belongs to one latent space: its file records the space's name and channel count, and
-`preview_for` gives a latent of any other space no map rather than a wrong one. Shipped maps
-live in `codec/weights/preview/`.
+A map belongs to one latent space: its file (`codec.learned_weights`) records the space's name
+and channel count, and `preview_for` gives a latent of any other space no map rather than a
+wrong one. Shipped maps live in `codec/weights/preview/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save
 
-from .atomic import atomic_write
 from .container import LatentFile
-from .correction import WEIGHTS
-from .errors import ModelLoadError
+from .learned_weights import WEIGHTS, LearnedWeights
 from .methods import dequantize
 from .spaces import LatentSpace
-
-PREVIEWS = WEIGHTS / "preview"
-FORMAT = "latent-gallery-preview-1"
 
 
 def features(latent: np.ndarray) -> np.ndarray:
@@ -68,68 +61,37 @@ class PreviewMap:
         return Image.fromarray(self.apply(latent[:, :height, :width]))
 
 
-def fit_preview(space: LatentSpace, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> PreviewMap:
-    """The least-squares map of latents `(channels, h, w)` of `space` to RGB targets
-    `(3, h, w)` in [0, 1] (photos box-downsampled to the latent's size)."""
-    rows, targets = [], []
-    for latent, rgb in pairs:
-        if latent.shape[0] != space.channels:
-            raise ValueError(
-                f"latents have {latent.shape[0]} channels, {space.name} has {space.channels}"
-            )
-        inputs = features(latent)
-        rows.append(inputs.reshape(len(inputs), -1).T)
-        targets.append(rgb.reshape(3, -1).T)
-    if not rows:
-        raise ValueError("no pictures to fit a preview map on")
-    x = np.concatenate(rows).astype(np.float64)
-    x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-    solution, *_ = np.linalg.lstsq(x, np.concatenate(targets).astype(np.float64), rcond=None)
-    weight, bias = solution[:-1].T.astype(np.float32), solution[-1].astype(np.float32)
-    return PreviewMap(space.name, space.channels, weight, bias)
+def _preview_map(state: dict[str, torch.Tensor], meta: dict[str, str]) -> PreviewMap:
+    """The map a file's tensors and metadata describe (`ValueError` if its shapes are wrong)."""
+    channels = int(meta["channels"])
+    weight, bias = state["weight"].float().numpy(), state["bias"].float().numpy()
+    inputs = len(features(np.zeros((channels, 1, 1), np.float32)))
+    if weight.shape != (3, inputs) or bias.shape != (3,):
+        raise ValueError(f"weight {weight.shape}, bias {bias.shape}: expected (3, {inputs}), (3,)")
+    return PreviewMap(meta["space"], channels, weight, bias)
+
+
+PREVIEWS = LearnedWeights(
+    format="latent-gallery-preview-1",
+    name="preview map",
+    command="python -m codec.training.preview",
+    setting=None,
+    folder=WEIGHTS / "preview",
+    binding=("space", "channels"),
+    build=_preview_map,
+)
 
 
 def save_preview(preview: PreviewMap, path: Path, notes: str = "") -> None:
     """Write a preview map as a safetensors file (atomically)."""
-    tensors = {name: np.ascontiguousarray(getattr(preview, name)) for name in ("weight", "bias")}
-    metadata = {
-        "format": FORMAT,
-        "space": preview.space,
-        "channels": str(preview.channels),
-        "notes": notes,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors, metadata=metadata))
+    tensors = {name: torch.tensor(getattr(preview, name)) for name in ("weight", "bias")}
+    metadata = {"space": preview.space, "channels": str(preview.channels), "notes": notes}
+    PREVIEWS.save(path, tensors, metadata)
 
 
-def read_preview(path: Path) -> PreviewMap:
-    """A preview map file (`ModelLoadError` if it is not one)."""
-    try:
-        with safe_open(str(path), "np") as file:
-            meta = file.metadata() or {}
-            weight, bias = file.get_tensor("weight"), file.get_tensor("bias")
-        if meta.get("format") != FORMAT:
-            raise ValueError("no preview metadata")
-        channels = int(meta["channels"])
-        inputs = len(features(np.zeros((channels, 1, 1), np.float32)))
-        if weight.shape != (3, inputs) or bias.shape != (3,):
-            raise ValueError(
-                f"weight {weight.shape}, bias {bias.shape}: expected (3, {inputs}), (3,)"
-            )
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise ModelLoadError(
-            f"{path}: not a preview map file ({error}); write one with python -m codec.fit_preview"
-        ) from None
-    return PreviewMap(meta["space"], channels, weight.astype(np.float32), bias.astype(np.float32))
-
-
-def preview_for(space: LatentSpace, folder: Path = PREVIEWS) -> PreviewMap | None:
+def preview_for(space: LatentSpace, folder: Path = PREVIEWS.folder) -> PreviewMap | None:
     """The map in `folder` fitted for `space` (and its channel count), or None."""
-    for path in sorted(folder.glob("*.safetensors")):
-        preview = read_preview(path)
-        if preview.space == space.name and preview.channels == space.channels:
-            return preview
-    return None
+    return PREVIEWS.find({"space": space.name, "channels": str(space.channels)}, folder)
 
 
 @cache

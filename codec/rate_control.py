@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-from PIL import Image
-
 from .container import OVERHEAD_BYTES
 from .errors import CodecError
 
 FileAt = Callable[[int], bytes]
 """The latent file of an image at a quality in 1..100."""
-
-
-def psnr(reference: Image.Image, decoded: Image.Image) -> float:
-    """PSNR (dB) of an 8-bit RGB image against the reference (inf if identical)."""
-    a = np.asarray(reference.convert("RGB"), dtype=np.float64)
-    b = np.asarray(decoded.convert("RGB"), dtype=np.float64)
-    mse = np.mean((a - b) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def largest_fitting(file_at: FileAt, target_bytes: int) -> bytes:

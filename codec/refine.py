@@ -2,8 +2,8 @@
 
 Starting from the encoder's latent, Adam steps move the latent so that the target decoder's
 image of the *quantized* latent matches the photo. The quantizer is the method's own (forward:
-the dequantized latent, `ec`'s fast approximation during the search; backward: identity, a
-straight-through estimator). The encoder's own latent, the last iterate and the best one scored
+the dequantized latent, the method's fast approximation during the search; backward: identity,
+a straight-through estimator). The encoder's own latent, the last iterate and the best one scored
 on the way are then scored exactly after quantization and the best is kept, so refinement never
 does worse than the plain encoder on the model it searches on. Searching and scoring run on the
 search model the caller gives, held exclusively for the whole search: the decoder itself, its
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CodecError
-from .methods import QuantizationMethod, ec
+from .methods import QuantizationMethod
 from .models import LatentAutoencoder
 from .settings import MAX_EFFORT
 
@@ -74,16 +74,10 @@ def resolve_effort(
 def dequantizer(method: QuantizationMethod, quality: int, exact: bool = True) -> Dequantizer:
     """The latent a file of `method` at `quality` holds for a given float latent.
 
-    `exact=False` gives `ec`'s cheaper approximation (nearest levels, no RDOQ) for search loops.
+    `exact=False` gives the method's cheaper approximation, if it has one, for search loops
+    (`QuantizationMethod.round_trip`).
     """
-    if isinstance(method, ec.EntropyCodedMethod):
-        return lambda latent: ec.quantize(latent, quality, rdoq=exact).dequantize()
-
-    def round_trip(latent: np.ndarray) -> np.ndarray:
-        compressed = method.compress(latent, quality)
-        return method.decompress(compressed.params, compressed.payload, latent.shape)
-
-    return round_trip
+    return lambda latent: method.round_trip(latent, quality, exact)
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,6 @@ def space_by_id(space_id: int) -> LatentSpace:
         raise LatentFileError(f"unknown latent space id {space_id}") from None
 
 
-def space_by_name(name: str) -> LatentSpace:
-    """Look a latent space up by name (`sd1`, `sdxl`)."""
-    try:
-        return SPACES[name]
-    except KeyError:
-        raise ValueError(f"unknown latent space {name!r}; choose one of {sorted(SPACES)}") from None
-
-
 def space_for_scaling_factor(scaling_factor: float) -> LatentSpace:
     """The space whose VAE uses this scaling factor (as in an `AutoencoderKL` config)."""
     for space in SPACES.values():

@@ -4,14 +4,14 @@ A 256-px thumbnail of a 768-px photo keeps a ninth of the full decode's pixels, 
 at full size does all of TAESD's work, most of it in its last two stages, at 1/2 and full
 scale. The thumbnail decoder runs TAESD's decoder up to its 1/4-scale features, resizes them
 (bilinear) to the thumbnail's size, and runs the decoder's remaining layers there, without the
-last 2× upsample, with weights fine-tuned (`codec.train_thumbnail_decoder`) to render what the
+last 2× upsample, with weights fine-tuned (`codec.training.thumbnail_decoder`) to render what the
 full decode looks like resized to that size. Its work follows the thumbnail's pixels: a
 256-px thumbnail of a 768×512 photo does 32% of a full decode's multiply-adds, of a
 1536×1024 photo 16%. It serves thumbnails at most half the image's width.
 
-A fine-tuned decoder belongs to one decoder: its file records the decoder's fingerprint (at
-bfloat16 precision, as a correction's does) and `thumbnail_decoder_for` gives any other decoder
-none. Shipped weights live in `codec/weights/thumbnail/`.
+A fine-tuned decoder belongs to one decoder: its file (`codec.learned_weights`) records the
+decoder's fingerprint and `thumbnail_decoder_for` gives any other decoder none. Shipped weights
+live in `codec/weights/thumbnail/`.
 """
 
 from __future__ import annotations
@@ -19,18 +19,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
-from .atomic import atomic_write
-from .correction import WEIGHTS
 from .errors import ModelLoadError
+from .learned_weights import WEIGHTS, LearnedWeights, made_for
 from .models import LatentAutoencoder
 from .models.base import state_fingerprint
+from .models.taesd import thumbnail_parts
 from .tiling import run_tiled
 
-THUMBNAIL_DECODERS = WEIGHTS / "thumbnail"
-FORMAT = "latent-gallery-thumbnail-decoder-2"
+THUMBNAIL_DECODERS = LearnedWeights(
+    format="latent-gallery-thumbnail-decoder-2",
+    name="thumbnail decoder",
+    command="python -m codec.training.thumbnail_decoder",
+    setting="LATENT_GALLERY_THUMBNAIL_DECODER",
+    folder=WEIGHTS / "thumbnail",
+    binding=("decoder",),
+    build=lambda state, _: state,
+)
+"""A file holds the tuned layers' weights (`ThumbnailDecoder`'s `state`)."""
 
 
 class ThumbnailDecoder:
@@ -46,13 +52,13 @@ class ThumbnailDecoder:
     def __init__(
         self, decoder: LatentAutoencoder, state: dict[str, torch.Tensor] | None = None
     ) -> None:
-        if decoder.thumbnail_parts() is None:
+        if thumbnail_parts(decoder) is None:
             raise ModelLoadError(
                 f"{decoder.family} decoders have no thumbnail decoder (TAESD's have): tune one "
                 "with LATENT_GALLERY_DECODER set to a TAESD"
             )
         self.model = decoder.copy()
-        self.features, self.stage = self.model.thumbnail_parts()
+        self.features, self.stage = thumbnail_parts(self.model)
         if state is not None:
             try:
                 self.stage.load_state_dict({k: v.to(self.model.dtype) for k, v in state.items()})
@@ -95,56 +101,16 @@ def resize(x: torch.Tensor, factors: tuple[float, float], mode: str = "bilinear"
 
 def save_decoder(thumbnails: ThumbnailDecoder, path: Path, notes: str = "") -> None:
     """Write a fine-tuned thumbnail decoder's tuned weights as a safetensors file (atomically)."""
-    state = thumbnails.stage.state_dict()
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in state.items()}
     model = thumbnails.model
-    metadata = {
-        "format": FORMAT,
-        "family": model.family,
-        "decoder": model.rounded_fingerprints[1].hex(),
-        "notes": notes,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save(tensors, metadata=metadata))
-
-
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """A thumbnail decoder file's weights and the decoder fingerprint they were tuned for."""
-    try:
-        with safe_open(str(path), "pt") as file:
-            meta = file.metadata() or {}
-            state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
-        if meta.get("format") != FORMAT:
-            raise ValueError("no thumbnail decoder metadata")
-        return state, meta["decoder"]
-    except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise ModelLoadError(
-            f"{path}: not a thumbnail decoder file ({error}); write one with "
-            "python -m codec.train_thumbnail_decoder, or set LATENT_GALLERY_THUMBNAIL_DECODER="
-            "auto or off"
-        ) from None
+    metadata = {"family": model.family, **made_for(decoder=model), "notes": notes}
+    THUMBNAIL_DECODERS.save(path, thumbnails.stage.state_dict(), metadata)
 
 
 def thumbnail_decoder_for(
-    setting: str, decoder: LatentAutoencoder, folder: Path = THUMBNAIL_DECODERS
+    setting: str, decoder: LatentAutoencoder, folder: Path = THUMBNAIL_DECODERS.folder
 ) -> ThumbnailDecoder | None:
     """The thumbnail decoder `LATENT_GALLERY_THUMBNAIL_DECODER` asks for: none (`off`), the
     one in `folder` tuned for the decoder if there is one (`auto`), or the one in a file, which
     must be tuned for it."""
-    if setting == "off":
-        return None
-    wanted = decoder.rounded_fingerprints[1].hex()
-    if setting != "auto":
-        state, tuned_for = read_weights(Path(setting))
-        if tuned_for != wanted:
-            raise ModelLoadError(
-                f"{setting} was tuned for another decoder ({tuned_for}; {decoder.name} is "
-                f"{wanted}): tune one with python -m codec.train_thumbnail_decoder, or set "
-                "LATENT_GALLERY_THUMBNAIL_DECODER=auto"
-            )
-        return ThumbnailDecoder(decoder, state)
-    for path in sorted(folder.glob("*.safetensors")):
-        state, tuned_for = read_weights(path)
-        if tuned_for == wanted:
-            return ThumbnailDecoder(decoder, state)
-    return None
+    state = THUMBNAIL_DECODERS.resolve(setting, made_for(decoder=decoder), folder)
+    return None if state is None else ThumbnailDecoder(decoder, state)

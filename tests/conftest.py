@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import re
@@ -24,10 +25,10 @@ from codec import Codec, CodecSettings
 from tests.servers import MotoS3, Postgres, unavailable
 from tests.tiny_models import tiny_taesd, tiny_taesd_module
 from webapp import create_app
+from webapp.gallery import get_gallery
 from webapp.metadata import MetadataStore
-from webapp.render import close_renderer, get_renderer
+from webapp.settings import Settings
 from webapp.storage import ImageStore, blob_names_of
-from webapp.uploads import close_uploads
 
 UNLIMITED_UPLOADS = (10_000, 1.0)
 TEST_UPLOAD_WAIT = 120.0
@@ -78,27 +79,25 @@ def decoded_widths(tiny_codec: Codec, monkeypatch: pytest.MonkeyPatch) -> list[i
 
 @pytest.fixture
 def make_app(tmp_path: Path, tiny_codec: Codec) -> Iterator[Callable[..., Flask]]:
-    """Build apps over `tmp_path/data` (settings override the test defaults); all closed after."""
+    """Build apps over `tmp_path/data` on the tiny codec (`codec=None`: the one the environment
+    names); keyword arguments override `Settings` fields. All closed after."""
     apps: list[Flask] = []
 
-    def make(**settings: Any) -> Flask:
-        config = {
-            "TESTING": True,
-            "CODEC": tiny_codec,
-            "DATA": tmp_path / "data",
-            "UPLOAD_RATE": UNLIMITED_UPLOADS,
-            "UPLOAD_WAIT": TEST_UPLOAD_WAIT,
-            "BASE_URL": "http://localhost",  # the test client's origin
-            **settings,
+    def make(codec: Codec | None = tiny_codec, **overrides: Any) -> Flask:
+        defaults = {
+            "data": tmp_path / "data",
+            "upload_rate": UNLIMITED_UPLOADS,
+            "upload_wait": TEST_UPLOAD_WAIT,
+            "base_url": "http://localhost",  # the test client's origin
         }
-        apps.append(create_app(config))
+        settings = dataclasses.replace(Settings.from_env(), **(defaults | overrides))
+        apps.append(create_app(settings, codec=codec))
+        apps[-1].testing = True
         return apps[-1]
 
     yield make
     for app in apps:
-        close_uploads(app)
-        close_renderer(app)
-        app.extensions["latent_gallery.store"].metadata.close()
+        get_gallery(app).close()
 
 
 @pytest.fixture
@@ -129,8 +128,8 @@ class Backend:
         return {**{f"LATENT_GALLERY_{k}": v for k, v in urls.items() if v}, **self.aws}
 
     def config(self) -> dict[str, str]:
-        """The `create_app` settings (`make_app(**backend.config())`) of this backend."""
-        return {"DATABASE_URL": self.database, "STORAGE_URL": self.storage}
+        """The `Settings` fields (`make_app(**backend.config())`) of this backend."""
+        return {"database_url": self.database, "storage_url": self.storage}
 
     def open(self, data: Path) -> ImageStore:
         """A store on this backend (`data`: the data folder its defaults live in)."""
@@ -215,7 +214,7 @@ def upload(client: FlaskClient, content: bytes | None = None, name: str = "a.png
 
 def data_files(app: Flask) -> list[str]:
     """Every file under the app's data folder, relative, sorted."""
-    root = Path(app.config["DATA"])
+    root = get_gallery(app).settings.data
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
@@ -241,7 +240,7 @@ def assert_consistent(data: Path, database: str = "", storage: str = "") -> set[
 
 def rows(app: Flask) -> list[tuple]:
     """All rows of the images table."""
-    engine = app.extensions["latent_gallery.store"].metadata.engine
+    engine = get_gallery(app).store.metadata.engine
     with engine.connect() as connection:
         return [
             tuple(row) for row in connection.exec_driver_sql("SELECT * FROM images ORDER BY seq")
@@ -274,15 +273,14 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 def wait_idle(app: Flask) -> None:
     """Wait until the app's render service has nothing queued or in flight (e.g. warming)."""
-    renderer = get_renderer(app)
-    wait_until(renderer.idle)
+    wait_until(get_gallery(app).renderer.idle)
 
 
 @contextlib.contextmanager
 def decoder_held(app: Flask) -> Iterator[None]:
     """Block the decode thread inside its next forward pass (the model's own lock) until the
     block exits: a deterministic busy model, with the real codec."""
-    lock = get_renderer(app).require_codec().render_decoder._lock
+    lock = get_gallery(app).codec_host.require().render_decoder._lock
     lock.acquire()
     try:
         yield

@@ -20,12 +20,13 @@ from tests.conftest import (
 )
 from tests.test_uploads import encoder_held
 from webapp.admission import WaitSlots
-from webapp.decode_batcher import DecodeJob, JobQueue, Priority
-from webapp.render import WARM_FULL_PIXELS, get_renderer
+from webapp.gallery import get_gallery
+from webapp.render.batcher import DecodeJob, JobQueue, Priority
+from webapp.render.service import WARM_FULL_PIXELS
 
 
 def test_files_past_the_queue_bound_are_refused_one_by_one_and_the_rest_accepted(make_app):
-    app = make_app(ENCODE_QUEUE=4, MAX_FILES=50)
+    app = make_app(encode_queue=4, max_files=50)
     client = app.test_client()
     files = [(png_bytes(seed=n), f"{n}.png") for n in range(40)]
     with encoder_held(app):
@@ -45,7 +46,7 @@ def test_files_past_the_queue_bound_are_refused_one_by_one_and_the_rest_accepted
 
 
 def test_a_request_brings_at_most_max_files(make_app):
-    client = make_app(MAX_FILES=3).test_client()
+    client = make_app(max_files=3).test_client()
     files = [(png_bytes(seed=n), f"{n}.png") for n in range(5)]
     response = post_images(client, *files)
     assert response.status_code == 201
@@ -57,7 +58,7 @@ def test_a_request_brings_at_most_max_files(make_app):
 
 
 def test_files_refused_by_the_rate_limit_are_not_stored_and_others_are(make_app):
-    app = make_app(UPLOAD_RATE=(2, 60.0))
+    app = make_app(upload_rate=(2, 60.0))
     client = app.test_client()
     response = post_images(client, *[(png_bytes(seed=n), f"{n}.png") for n in range(3)])
     assert response.status_code == 201
@@ -84,8 +85,8 @@ def test_one_clients_burst_gets_503_at_once_and_leaves_slots_for_others(make_app
     uncached render is refused at once; another client's render still waits and is served."""
     first = make_app()
     images = [upload(first.test_client(), png_bytes(seed=n)) for n in range(4)]
-    app = make_app(THREADS=8)
-    renderer = get_renderer(app)
+    app = make_app(threads=8)
+    renderer = get_gallery(app).renderer
 
     def get(image: dict, address: str):
         client = app.test_client()
@@ -142,28 +143,21 @@ def test_background_work_waits_for_every_visitor():
 
 
 @pytest.mark.parametrize(("width", "height"), [(1600, 1000), (600, 400)])
-def test_an_upload_warms_its_full_size_only_if_small(make_app, monkeypatch, width, height):
-    """The background renders an upload asks for, largest first, as pages show them: the full
+def test_an_upload_warms_its_full_size_only_if_small(make_app, width, height):
+    """The renders an upload makes in the background, as pages show them (AVIF): the full
     size only up to `WARM_FULL_PIXELS`, the display render of a large image, the thumbnails."""
     app = make_app()
-    renderer = get_renderer(app)
-    asked = []
-    request = renderer._request
-
-    def recording(record, width: int | None, fmt: str, priority: Priority, client: str = ""):
-        asked.append((width, fmt, priority))
-        return request(record, width, fmt, priority, client)
-
-    monkeypatch.setattr(renderer, "_request", recording)
-    upload(app.test_client(), png_bytes(width, height))
+    image = upload(app.test_client(), png_bytes(width, height))
     wait_idle(app)
+    cache = get_gallery(app).cache
     small = width * height <= WARM_FULL_PIXELS
-    assert [width for width, _, _ in asked] == [None if small else 1024, 512, 256]
-    assert {(fmt, priority) for _, fmt, priority in asked} == {("avif", Priority.BACKGROUND)}
+    widths = [None, 1024, 512, 256, 128]
+    warmed = [w for w in widths if (image["id"], w, "avif") in cache]
+    assert warmed == [None if small else 1024, 512, 256]
 
 
 def test_uploads_past_max_side_are_stored_scaled_down_and_say_so(make_app):
-    client = make_app(MAX_SIDE=100).test_client()
+    client = make_app(max_side=100).test_client()
     image = upload(client, png_bytes(300, 120))
     assert (image["width"], image["height"]) == (100, 40)
     assert (image["source_width"], image["source_height"]) == (300, 120)
@@ -176,9 +170,9 @@ def test_uploads_past_max_side_are_stored_scaled_down_and_say_so(make_app):
 
 def test_an_upload_waits_for_its_encode_only_while_a_slot_is_free(make_app):
     """Wait slots held by others: the upload is accepted and answered 202 at once."""
-    app = make_app(THREADS=5)  # one wait slot
+    app = make_app(threads=5)  # one wait slot
     client = app.test_client()
-    slots = app.extensions["latent_gallery.waits"]
+    slots = get_gallery(app).waits
     release = threading.Event()
 
     def hold() -> None:

@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from tests.conftest import png_bytes
 from tests.servers import Gunicorn
 from tests.shared import kodak_path, missing, taesd_path
+from webapp.storage import ID_PATTERN
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +43,7 @@ CARD_LOADED = (
     "(id) => { const img = document.querySelector(`#card-${id} img:not(.preview)`);"
     " return img && img.complete && img.naturalWidth > 0; }"
 )
-RENDERS = re.compile(r"/i/[^/.]+\.(png|avif)")  # full sizes and thumbnails, not previews
+RENDERS = re.compile(rf"/i/{ID_PATTERN.pattern}\.(png|avif)")  # full sizes, thumbnails; no previews
 PICTURE_SCALED = (  # whether the picture's rendered scale (its zoom's transform) is in [low, high]
     "([low, high]) => { const p = document.getElementById('picture');"
     " const scale = p.getBoundingClientRect().width / p.offsetWidth;"

@@ -77,6 +77,15 @@ def test_image_over_the_pixel_limit(env, photos, monkeypatch, capsys):
     assert not photos[0].with_suffix(".sdz").exists()
 
 
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_bad_setting_exits_1_naming_its_variable(env, photos, monkeypatch, capsys, command):
+    monkeypatch.setenv("LATENT_GALLERY_METHOD", "bogus")
+    assert main([command, str(photos[0])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("latent-gallery: error: LATENT_GALLERY_METHOD='bogus': expected one of")
+    assert not photos[0].with_suffix(".sdz").exists()
+
+
 def test_real_process_exit_codes(env, tmp_path):
     command = [sys.executable, "-m", "codec.cli"]
     usage = subprocess.run([*command, "encode"], capture_output=True, text=True, timeout=120)

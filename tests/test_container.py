@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -35,7 +36,7 @@ def with_crc(body: bytes) -> bytes:
 
 
 def test_round_trip_keeps_every_field():
-    original = sample(space=SDXL, target_family="kl", encoder_family="kl")
+    original = sample(space=SDXL, tuned_for="kl", encoder_family="kl")
     data = original.to_bytes()
     assert data.startswith(MAGIC)
     assert len(data) == original.size
@@ -87,10 +88,19 @@ def test_inconsistent_header_fields_with_valid_checksum(offset, fmt, value, mess
 
 
 def test_huge_lengths_are_rejected_before_any_allocation():
+    """A header declaring a 4 GiB payload is refused having allocated under 1 MiB (tracemalloc's
+    peak): nothing is sized by the length before it is checked against the bytes given."""
     body = bytearray(sample().to_bytes()[:HEADER_BYTES])
     struct.pack_into("<I", body, HEADER_BYTES - 4, 0xFFFFFFFF)
-    with pytest.raises(LatentFileError, match="header says"):
-        LatentFile.from_bytes(with_crc(bytes(body)))
+    data = with_crc(bytes(body))
+    tracemalloc.start()
+    try:
+        with pytest.raises(LatentFileError, match="header says"):
+            LatentFile.from_bytes(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_position_limit_covers_huge_shapes():

@@ -7,13 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from codec import Codec, CodecSettings, LatentFile
-from codec.correction import WEIGHTS, correction_for, read_correction
+from codec import Codec, CodecSettings, LatentFile, SettingsError, load_codec, unpack
+from codec.correction import CORRECTIONS, correction_for
 from codec.errors import ModelLoadError
-from codec.images import tensor_to_image
+from codec.images import open_image, tensor_to_image
+from codec.measures import psnr
 from codec.models import load_autoencoder
-from codec.rate_control import psnr
-from codec.train_correction import main
+from codec.training.correction import main
+from codec.transform import correct, latent_of
 from tests.conftest import noise
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_taesd
@@ -36,15 +37,18 @@ def trained(env, tmp_path):
 
 
 def test_training_writes_a_correction_for_its_models_only(trained):
-    correction, trained_for = read_correction(trained)
+    correction, trained_for = CORRECTIONS.read(trained)
     assert (correction.width, correction.depth) == (6, 4)
     model, other = tiny_taesd(0), tiny_taesd(1)
-    assert trained_for == (model.rounded_fingerprints[0].hex(), model.rounded_fingerprints[1].hex())
+    assert trained_for == {
+        "encoder": model.rounded_fingerprints[0].hex(),
+        "decoder": model.rounded_fingerprints[1].hex(),
+    }
     assert correction_for("auto", model, model, trained.parent) is not None
     assert correction_for("auto", other, other, trained.parent) is None
     assert correction_for("auto", model, other, trained.parent) is None
     assert correction_for("off", model, model, trained.parent) is None
-    with pytest.raises(ModelLoadError, match="trained for other models"):
+    with pytest.raises(ModelLoadError, match="made for other models"):
         correction_for(str(trained), other, other)
     latent = np.random.default_rng(0).normal(size=(4, 6, 8)).astype(np.float32)
     assert not np.allclose(correction.apply_to(latent), latent), "training moved nothing"
@@ -55,22 +59,22 @@ def test_codec_applies_the_correction_and_records_the_decoder(trained):
     image = noise(64, 48, seed=3)
     corrected = Codec(CodecSettings(correction=str(trained)), encoder=model, decoder=model)
     plain = Codec(CodecSettings(correction="off"), encoder=model, decoder=model)
-    files = [codec.encode(image, quality=90, effort=0) for codec in (corrected, plain)]
-    assert LatentFile.from_bytes(files[0]).target_family == "taesd"
-    assert LatentFile.from_bytes(files[1]).target_family is None
-    latents = [codec.unpack(data)[1] for codec, data in zip((corrected, plain), files, strict=True)]
+    files = [codec.compress(image, quality=90, effort=0).data for codec in (corrected, plain)]
+    assert LatentFile.from_bytes(files[0]).tuned_for == "taesd"
+    assert LatentFile.from_bytes(files[1]).tuned_for is None
+    latents = [unpack(data, model.space)[1] for data in files]
     assert not np.allclose(latents[0], latents[1])
     assert Codec(CodecSettings(), encoder=model, decoder=model).correction is None
 
 
 def test_bad_correction_settings(tmp_path, trained):
-    with pytest.raises(ValueError, match="CORRECTION must be auto, off or a file"):
-        Codec(CodecSettings(correction="sometimes"))
+    with pytest.raises(SettingsError, match="CORRECTION='sometimes': expected auto, off or a file"):
+        load_codec(CodecSettings(correction="sometimes"))
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors")
     for path in (junk, trained.with_suffix(".txt")):
         with pytest.raises(ModelLoadError, match="not a latent correction file"):
-            read_correction(path)
+            CORRECTIONS.read(path)
 
 
 def test_training_usage_errors(env, tmp_path, capsys):
@@ -95,15 +99,16 @@ def test_shipped_correction_lifts_real_taesd_on_kodak():
     on kodim23 it lifts the float round trip and the default file's PSNR at about its size."""
     weights = str(taesd_path())
     model = load_autoencoder(weights, "cpu")
-    assert correction_for("auto", model, model) is not None, f"none in {WEIGHTS} for {weights}"
+    found = correction_for("auto", model, model)
+    assert found is not None, f"none in {CORRECTIONS.folder} for {weights}"
     codecs = [Codec(CodecSettings(correction=setting), encoder=model, decoder=model)
               for setting in ("auto", "off")]  # fmt: skip
-    photo = codecs[0].open(kodak_path("kodim23.png"))
-    latent = codecs[0].latent_of(photo)
-    trips = [c.decode_latents(torch.from_numpy(c.correct(latent))[None])[0] for c in codecs]
+    photo = open_image(kodak_path("kodim23.png"))
+    latent = latent_of(codecs[0], photo, corrected=False)
+    trips = [c.decode_latents(torch.from_numpy(correct(c, latent))[None])[0] for c in codecs]
     float_psnr = [psnr(photo, tensor_to_image(trip)) for trip in trips]
     assert float_psnr[0] > float_psnr[1] + 0.3, float_psnr
-    files = [c.encode(photo, effort=0) for c in codecs]
+    files = [c.compress(photo, effort=0).data for c in codecs]
     assert len(files[0]) < 1.1 * len(files[1])
-    decoded_psnr = [psnr(photo, c.decode(data)) for c, data in zip(codecs, files, strict=True)]
+    decoded_psnr = [psnr(photo, c.decompress(data)) for c, data in zip(codecs, files, strict=True)]
     assert decoded_psnr[0] > decoded_psnr[1] + 0.3, decoded_psnr

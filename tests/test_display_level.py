@@ -12,7 +12,8 @@ from PIL import Image
 
 from codec import LatentFile
 from tests.conftest import decoder_held, metric, png_bytes, upload, wait_idle
-from webapp.png import DISPLAY_SIDE, display_size, render_widths
+from webapp.gallery import get_gallery
+from webapp.render.sizes import DISPLAY_SIDE, display_size, render_widths
 
 DECODES = "latent_gallery_decodes_total"
 
@@ -32,7 +33,7 @@ def test_display_size_fits_the_display_square():
 
 def test_a_large_upload_stores_a_display_latent_of_the_display_size(app, client):
     image = upload(client, png_bytes(1280, 800))
-    store = app.extensions["latent_gallery.store"]
+    store = get_gallery(app).store
     record = store.get(image["id"])
     display = LatentFile.from_bytes(store.read_latent(image["id"], display=True))
     assert (display.width, display.height) == (1024, 640)
@@ -67,12 +68,12 @@ def test_an_image_from_before_display_latents_renders_its_display_from_the_full_
     app, client, decoded_widths
 ):
     image = upload(client, png_bytes(1280, 800))
-    store = app.extensions["latent_gallery.store"]
+    store = get_gallery(app).store
     with store.metadata.engine.begin() as connection:  # as stored before revision 0003
         connection.exec_driver_sql("UPDATE images SET display_bytes = NULL")
     store.blobs.delete(f"{image['id']}.display.sdz")
     wait_idle(app)
-    app.extensions["latent_gallery.cache"].discard_where(lambda key: True)
+    get_gallery(app).cache.discard_where(lambda key: True)
     decoded_widths.clear()
     assert size_of(client.get(f"/i/{image['id']}.avif?w=1024").data) == (1024, 640)
     assert decoded_widths == [1280]
@@ -82,7 +83,7 @@ def test_avif_and_png_of_one_render_share_its_decode(make_app):
     first = make_app()
     image = upload(first.test_client(), png_bytes(600, 400))
     wait_idle(first)
-    client = make_app(WARM_ON_START=False).test_client()
+    client = make_app(warm_on_start=False).test_client()
     png = client.get(f"/i/{image['id']}.png")
     avif = client.get(f"/i/{image['id']}.avif")
     assert png.mimetype == "image/png" and avif.mimetype == "image/avif"
@@ -96,7 +97,7 @@ def test_a_render_whose_decode_is_in_the_model_outlives_the_deadline(make_app):
     [first, second] = [
         upload(make_app().test_client(), png_bytes(64, 48, seed=n)) for n in range(2)
     ]
-    app = make_app(DECODE_TIMEOUT=0.5, THREADS=40)
+    app = make_app(decode_timeout=0.5, threads=40)
     client = app.test_client()
     results: dict[str, int] = {}
 

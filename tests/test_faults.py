@@ -21,7 +21,8 @@ from PIL import Image
 from tests.conftest import assert_consistent, encode, png_bytes, post_images
 from tests.servers import Gunicorn, local_path
 from tests.shared import kodak_path, taesd_path
-from webapp.uploads import NOT_STORED
+from webapp.gallery import get_gallery
+from webapp.upload_flow import NOT_STORED
 
 UPLOADERS = 4
 SIDE = 256  # Kodak crops: a real photo, a quick encode on a CPU
@@ -207,7 +208,7 @@ def test_disk_filling_up_mid_request_reports_each_file(app, client, monkeypatch)
         {"filename": "two.png", "status": 507, "message": body["errors"][0]["message"]}
     ]
     assert "disk is full" in body["errors"][0]["message"]
-    assert assert_consistent(app.config["DATA"]) == {stored["id"]}
+    assert assert_consistent(get_gallery(app).settings.data) == {stored["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -231,14 +232,15 @@ def corrupt_weights(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+@pytest.mark.parametrize("broken", ["empty", "corrupt"])
 def test_broken_decoder_is_503_with_the_cause_in_the_log_and_nothing_hangs(
     tmp_path, servers, stored_gallery, broken
 ):
     data = tmp_path / "data"
     shutil.copytree(stored_gallery[0], data)
     image_id = stored_gallery[1]
-    decoder = tmp_path / "no-such-taesd" if broken == "missing" else corrupt_weights(tmp_path / "w")
+    decoder = tmp_path / "w"  # mounted, without the weights' files yet, or with one cut short
+    decoder.mkdir() if broken == "empty" else corrupt_weights(decoder)
     server = start(servers, data, weights_env(decoder=decoder), healthy=False)
 
     status, _, body = server.request("GET", "/healthz")

@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec import Codec, LatentFile, LatentFileError
+from codec import LatentFile, LatentFileError, LatentSpaceMismatchError, unpack
 from codec.container import _HEADER, HEADER_BYTES, MAX_LATENT_POSITIONS
 from codec.methods import get_method, method_names
 from codec.spaces import SD1
 
-CODEC = Codec()  # `unpack` needs no model: nothing is loaded
 SHAPE = (4, 3, 5)
 FIELDS = (
     "magic", "version", "space", "method", "encoder", "target", "flags", "channels",
@@ -75,11 +74,12 @@ def edit_header(data: bytes, **fields: int) -> bytes:
 
 
 def parse(data: bytes) -> LatentFile | None:
-    """`Codec.unpack`, checking a success: a finite float32 latent of the header's shape.
-    None if the file was refused with `LatentFileError` (anything else escapes and fails)."""
+    """`codec.unpack` for an SD 1 decoder, checking a success: a finite float32 latent of the
+    header's shape. None if the file was refused with `LatentFileError` or, for another
+    space, `LatentSpaceMismatchError` (anything else escapes and fails)."""
     try:
-        header, latent = CODEC.unpack(data)
-    except LatentFileError as exc:
+        header, latent = unpack(data, SD1)
+    except (LatentFileError, LatentSpaceMismatchError) as exc:
         assert str(exc)
         return None
     assert latent.shape == header.latent_shape and latent.dtype == np.float32

@@ -18,6 +18,7 @@ from PIL import Image, ImageCms
 from werkzeug.datastructures import MultiDict
 
 from tests.conftest import assert_consistent, encode, noise, png_bytes, post_images, snapshot
+from webapp.gallery import get_gallery
 
 FUZZ = settings(
     max_examples=60,
@@ -43,7 +44,7 @@ def check_response(app: Flask, client: FlaskClient, response, expected_sizes=Non
             assert Image.open(io.BytesIO(png.data)).size == (image["width"], image["height"])
     else:
         assert 400 <= response.status_code < 500 and body["error"]["message"]
-    assert_consistent(app.config["DATA"])
+    assert_consistent(get_gallery(app).settings.data)
 
 
 def frames(fmt: str, **options) -> bytes:

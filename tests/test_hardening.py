@@ -48,7 +48,7 @@ def test_same_site_and_header_less_writes_pass(client, headers):
 
 def test_the_configured_origin_is_accepted_behind_a_proxy(make_app):
     """The browser's Origin is the public one; the app sees its internal Host."""
-    client = make_app(BASE_URL="https://gallery.example").test_client()
+    client = make_app(base_url="https://gallery.example").test_client()
     response = post_images(
         client, (png_bytes(), "a.png"), headers={"Origin": "https://gallery.example"}
     )
@@ -56,7 +56,7 @@ def test_the_configured_origin_is_accepted_behind_a_proxy(make_app):
 
 
 def test_absolute_urls_come_from_base_url_never_from_host(make_app):
-    client = make_app(BASE_URL="https://gallery.example").test_client()
+    client = make_app(base_url="https://gallery.example").test_client()
     forged = {"Host": "evil.example"}
     image = post_images(client, (png_bytes(), "a.png"), headers=forged).get_json()["images"][0]
     for name in ("page_url", "png_url", "latent_url"):
@@ -71,7 +71,7 @@ def test_absolute_urls_come_from_base_url_never_from_host(make_app):
 @pytest.mark.parametrize(("base", "secure"), [("https://gallery.example", True),
                                                ("http://localhost", False)])  # fmt: skip
 def test_the_session_cookie_is_secure_behind_https(make_app, base, secure):
-    client = make_app(BASE_URL=base).test_client()
+    client = make_app(base_url=base).test_client()
     cookie = client.get("/").headers["Set-Cookie"]
     assert ("; Secure" in cookie) == secure and "HttpOnly" in cookie
 

@@ -1,4 +1,5 @@
-"""What `auto` effort means on each machine class: the plan is a pure function of measured costs."""
+"""What `auto` effort means on each machine class: the plan is a pure function of measured costs
+(`codec.plan`), on the machine `codec.hardware` detects."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from codec import Codec, CodecSettings
-from codec.hardware import (
+from codec import CodecSettings, SettingsError, load_codec
+from codec.hardware import Machine, detect, fast_dtype
+from codec.images import tensor_to_image
+from codec.plan import (
     BUDGET,
     Costs,
-    Machine,
     choose_plan,
-    detect,
     encode_ratio,
-    fast_dtype,
     measure,
+    measure_plan,
     search_dtypes,
+    search_models,
 )
-from codec.images import tensor_to_image
 from codec.refine import EFFORT_STEPS
 from tests.tiny_models import tiny_taesd
 
@@ -95,13 +96,14 @@ def test_renders_decode_in_bfloat16_only_where_it_is_native():
     assert fast_dtype(AVX2, torch.float32) == torch.float32
     assert fast_dtype(H100, torch.float16) == torch.float16
     model = tiny_taesd()
-    codec = Codec(CodecSettings(), encoder=model, decoder=model)
+    codec = load_codec(CodecSettings(), encoder=model, decoder=model)
     native = detect("cpu").native_bf16
     assert codec.render_decoder.dtype == (torch.bfloat16 if native else torch.float32)
-    exact = Codec(CodecSettings(render_precision="model"), encoder=model, decoder=model)
+    exact = load_codec(CodecSettings(render_precision="model"), encoder=model, decoder=model)
     assert exact.render_decoder is model
-    with pytest.raises(ValueError, match="LATENT_GALLERY_RENDER_PRECISION must be auto or model"):
-        CodecSettings.from_env({"LATENT_GALLERY_RENDER_PRECISION": "fp8"})
+    settings = CodecSettings.from_env({"LATENT_GALLERY_RENDER_PRECISION": "fp8"})
+    with pytest.raises(SettingsError, match="RENDER_PRECISION='fp8': expected auto or model"):
+        load_codec(settings)
 
 
 def test_bfloat16_is_chosen_only_when_measured_faster():
@@ -162,37 +164,46 @@ def test_measure_times_each_pass_it_is_given_interleaved():
     assert calls == one_round * 3
 
 
-def test_a_codec_measures_its_plan_once_and_searches_in_its_precision():
+def test_a_codec_measures_its_plan_once():
     model = tiny_taesd()
-    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model)
+    codec = load_codec(CodecSettings(tile=128), encoder=model, decoder=model)
+    assert codec.measured_plan is None
     plan = codec.plan
-    assert codec.plan is plan and plan.machine == detect("cpu")
-    assert str(codec.search_decoder.dtype) == f"torch.{plan.search_dtype}"
+    assert codec.plan is plan and codec.measured_plan is plan and plan.machine == detect("cpu")
     assert getattr(torch, plan.search_dtype) in search_dtypes(plan.machine, torch.float32)
     assert set(plan.costs.proxy_step) == set(plan.costs.step)
-    assert codec.auto_search.pixel_scale == (2 if plan.search == "proxy" else 1)
+
+
+def test_the_measured_plan_searches_in_its_precision_on_models_it_timed():
+    model = tiny_taesd()
+    measured = measure_plan(model, model)
+    plan = measured.plan
+    assert str(measured.decoder.dtype) == f"torch.{plan.search_dtype}"
+    assert measured.auto.pixel_scale == (2 if plan.search == "proxy" else 1)
+    assert measured.auto.dtype == measured.decoder.dtype
 
 
 def test_compress_hands_back_no_image_from_a_search_in_another_precision():
     model = tiny_taesd()
     pinned = choose_plan(AVX512_BF16, AVX512_COSTS)
+    assert search_models(pinned, model).decoder.dtype == torch.bfloat16
     settings = CodecSettings(tile=128, render_precision="model")  # renders in float32
-    codec = Codec(settings, encoder=model, decoder=model, plan=pinned)
-    assert codec.search_decoder.dtype == torch.bfloat16
+    codec = load_codec(settings, encoder=model, decoder=model, plan=pinned)
     image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
     encoded = codec.compress(image, quality=50, effort=1)
-    assert encoded.image is None and codec.decode(encoded.data).size == (64, 48)
-    assert np.asarray(codec.decode(encoded.data)).std() > 0
+    assert encoded.image is None and codec.decompress(encoded.data).size == (64, 48)
+    assert np.asarray(codec.decompress(encoded.data)).std() > 0
 
 
 def test_auto_on_a_proxy_plan_hands_back_no_image_and_explicit_efforts_search_the_decoder():
     model = tiny_taesd()
     pinned = choose_plan(AVX2, AVX2_PROXY_COSTS)
+    searches = search_models(pinned, model)
+    assert searches.auto.pixel_scale == 2 and searches.decoder is model
     settings = CodecSettings(tile=128, render_precision="model")  # as on AVX2: float32
-    codec = Codec(settings, encoder=model, decoder=model, plan=pinned)
-    assert codec.auto_search.pixel_scale == 2 and codec.search_decoder is codec.decoder
+    codec = load_codec(settings, encoder=model, decoder=model, plan=pinned)
     image = tensor_to_image(torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0)))
     encoded = codec.compress(image, quality=50, effort="auto")
-    assert encoded.image is None and codec.decode(encoded.data).size == (64, 48)
+    assert encoded.image is None and codec.decompress(encoded.data).size == (64, 48)
     explicit = codec.compress(image, quality=50, effort=1)
     assert explicit.image is not None and explicit.image.size == (64, 48)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from codec.errors import LatentFileError
 from codec.methods import ec
 from codec.methods.base import Compressed
+from codec.methods.ec.bitstream import WEIGHT_MODEL, side_weights
 
 METHOD = ec.EntropyCodedMethod()
 
@@ -82,8 +83,8 @@ def test_context_model_beats_a_memoryless_code() -> None:
     p = counts / counts.sum()
     memoryless_bytes = -(counts * np.log2(p)).sum() / 8
     weights = constriction.stream.queue.RangeEncoder()
-    for w in ec.side_weights(q):
-        weights.encode(w.astype(np.int32), ec._WEIGHT_MODEL)
+    for w in side_weights(q):
+        weights.encode(w.astype(np.int32), WEIGHT_MODEL)
     symbol_bytes = len(COMPRESSED.payload) - 4 * weights.num_words()
     assert symbol_bytes < 0.9 * memoryless_bytes
 

@@ -14,6 +14,7 @@ from codec.images import image_to_tensor, open_image
 from codec.methods import get_method
 from codec.models import KLAutoencoder, TinyAutoencoder, family_of, load_autoencoder
 from codec.models.taesd import TinyAutoencoder as Tiny
+from codec.models.taesd import search_proxy, thumbnail_parts
 from codec.refine import refine
 from codec.spaces import SD1, SDXL
 from tests.shared import kodak_path, taesd_path
@@ -169,3 +170,13 @@ def test_a_search_holds_the_model_so_a_concurrent_fp32_fallback_waits_for_it():
         hook.remove()
         render.join(timeout=60)
     assert rendered and torch.isfinite(rendered[0]).all() and model.dtype == torch.float32
+
+
+def test_only_taesd_has_a_search_proxy_and_a_thumbnail_split():
+    taesd, kl = tiny_taesd(), tiny_kl()
+    proxy = search_proxy(taesd)
+    assert proxy is not None and proxy.pixel_scale == 2 and taesd.pixel_scale == 1
+    features, stage = thumbnail_parts(taesd)
+    assert stage(features(torch.randn(1, 4, 3, 5))).shape == (1, 3, 6, 10)  # at 1/4 scale
+    assert search_proxy(kl) is None and thumbnail_parts(kl) is None
+    assert not hasattr(kl, "proxy") and not hasattr(kl, "thumbnail_parts")

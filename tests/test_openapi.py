@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.conftest import assert_consistent, png_bytes, upload, wait_until
+from webapp.gallery import get_gallery
 from webapp.openapi import SPEC
-from webapp.uploads import get_uploads
 
 OPERATIONS = [
     (path, method.upper())
@@ -49,7 +49,7 @@ EXAMPLES = settings(
 def app(make_app) -> Flask:
     """The app with room for every generated upload in its encode queue: admission (503 when
     full) is tested in test_uploads.py; here a slow CPU must not turn checks into refusals."""
-    return make_app(ENCODE_QUEUE=100_000)
+    return make_app(encode_queue=100_000)
 
 
 def test_the_spec_is_served_and_lists_every_api_route(app: Flask, client):
@@ -85,5 +85,5 @@ def test_operation_conforms_to_the_description(
         case.call_and_validate(excluded_checks=excluded)
 
     check()
-    wait_until(lambda: get_uploads(app).depth == 0)  # uploads answered 202 still encoding
-    assert_consistent(app.config["DATA"])
+    wait_until(lambda: get_gallery(app).uploads.depth == 0)  # uploads answered 202 still encoding
+    assert_consistent(get_gallery(app).settings.data)

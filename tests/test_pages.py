@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import png_bytes, upload
 from webapp import pages
+from webapp.gallery import get_gallery
+from webapp.render.sizes import CARD_WIDTH
+from webapp.storage import ID_PATTERN
 
 Tag = tuple[str, dict[str, str]]
 
@@ -61,7 +64,7 @@ def upload_many(client, count: int) -> list[dict]:
 
 
 def card_ids(html: str) -> list[str]:
-    return re.findall(r'id="card-([\w-]+)"', html)
+    return re.findall(rf'id="card-({ID_PATTERN.pattern})"', html)
 
 
 def test_empty_gallery_invites_an_upload(client):
@@ -82,7 +85,7 @@ def test_gallery_shows_cards_newest_first_with_sizes(client):
     # placeholders first: renders waiting on decodes must not hold the browser's connections
     assert {a["fetchpriority"] for a in imgs if a.get("class") == "preview"} == {"high"}
     for attrs in thumbs:
-        assert re.search(rf"\.avif\?w={pages.THUMB_WIDTH}&v=[0-9a-f]{{16}}$", attrs["src"])
+        assert re.search(rf"\.avif\?w={CARD_WIDTH}&v=[0-9a-f]{{16,24}}$", attrs["src"])
         assert attrs["loading"] == "lazy" and attrs["fetchpriority"] == "low"
         assert int(attrs["width"]) > 0 and int(attrs["height"]) > 0
     assert re.search(r"\d+(\.\d)?\N{MULTIPLICATION SIGN} (smaller|larger)", html)
@@ -229,7 +232,7 @@ def test_a_broken_cursor_is_a_400_page(client):
 
 
 def test_no_js_uploads_are_rate_limited(make_app):
-    client = make_app(UPLOAD_RATE=(1, 3600.0)).test_client()
+    client = make_app(upload_rate=(1, 3600.0)).test_client()
     token = csrf_token(client)
     for expected in (303, 429):
         data = {"csrf_token": token, "file": (io.BytesIO(png_bytes()), "a.png")}
@@ -240,9 +243,31 @@ def test_no_js_uploads_are_rate_limited(make_app):
 
 
 def test_too_large_no_js_upload_is_a_413_page(make_app):
-    client = make_app(MAX_CONTENT_LENGTH=10_000).test_client()
+    client = make_app(max_upload_bytes=10_000).test_client()
     data = {"csrf_token": csrf_token(client), "file": (io.BytesIO(bytes(20_000)), "big.png")}
     response = client.post("/upload", data=data)
     assert response.status_code == 413
     assert response.mimetype == "text/html"
     assert "Back to the gallery" in response.get_data(as_text=True)
+
+
+def test_the_gallery_answers_without_loading_the_models(make_app, env):
+    """Start-up: the gallery's HTML, its previews and its URLs need no model; the thumbnails'
+    URLs name the same version before and after the models load, so none is redirected."""
+    stored = upload(make_app().test_client(), png_bytes(600, 400))
+    app = make_app(codec=None)  # a restart, on the tiny weights the environment names
+    host = get_gallery(app).codec_host
+    client = app.test_client()
+    page = parse(client.get("/").get_data(as_text=True))
+    cards = [
+        attrs for tag, attrs in page.tags
+        if tag == "img" and stored["id"] in attrs["src"] and attrs.get("class") != "preview"
+    ]  # fmt: skip
+    assert not host.loaded and host.attempts == 0
+    assert client.get(f"/i/{stored['id']}.preview.webp").status_code == 200
+    assert not host.loaded and host.attempts == 0
+    thumbnail = cards[0]["src"]
+    response = client.get(thumbnail)
+    assert response.status_code == 200 and response.mimetype == "image/avif"
+    assert host.loaded and host.attempts == 1
+    assert parse(client.get("/").get_data(as_text=True)).tags == page.tags

@@ -11,23 +11,23 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from codec import Codec, CodecSettings
+from codec import Codec, CodecSettings, unpack
 from codec.errors import ModelLoadError
-from codec.fit_preview import main as fit_main
 from codec.preview import (
+    PREVIEWS,
     PreviewMap,
     features,
-    fit_preview,
     preview_for,
     preview_of_file,
-    read_preview,
     save_preview,
     shipped_preview,
 )
 from codec.spaces import SD1, SDXL
+from codec.training.preview import fit
+from codec.training.preview import main as fit_main
 from tests.conftest import png_bytes, upload
 from tests.tiny_models import tiny_taesd
-from webapp.render import get_renderer
+from webapp.gallery import get_gallery
 from webapp.settings import Settings
 
 
@@ -56,7 +56,7 @@ def test_fit_recovers_a_map_with_its_bias():
         latent = rng.normal(0, 1, shape).astype(np.float32)
         rgb = np.tensordot(truth.weight, features(latent), axes=1) + truth.bias[:, None, None]
         pairs.append((latent, rgb))
-    fitted = fit_preview(SD1, pairs)
+    fitted = fit(SD1, pairs)
     assert fitted.space == "sd1"
     np.testing.assert_allclose(fitted.weight, truth.weight, atol=1e-4)
     np.testing.assert_allclose(fitted.bias, truth.bias, atol=1e-4)
@@ -64,10 +64,10 @@ def test_fit_recovers_a_map_with_its_bias():
 
 def test_fit_refuses_no_pictures_and_a_wrong_channel_count():
     with pytest.raises(ValueError, match="no pictures"):
-        fit_preview(SD1, [])
+        fit(SD1, [])
     latent = np.zeros((3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="3 channels"):
-        fit_preview(SD1, [(latent, np.zeros((3, 4, 4)))])
+        fit(SD1, [(latent, np.zeros((3, 4, 4)))])
 
 
 def test_apply_clips_to_bytes_and_image_crops_the_padding(tiny_codec: Codec):
@@ -76,8 +76,8 @@ def test_apply_clips_to_bytes_and_image_crops_the_padding(tiny_codec: Codec):
     rgb = preview.apply(latent)
     assert rgb.shape == (5, 6, 3) and rgb.dtype == np.uint8
     assert {0, 255} <= set(np.unique(rgb))  # values far outside [0, 1] are clipped
-    data = tiny_codec.encode(Image.new("RGB", (41, 17), (200, 30, 90)), effort=0)
-    header, dequantized = tiny_codec.unpack(data)
+    data = tiny_codec.compress(Image.new("RGB", (41, 17), (200, 30, 90)), effort=0).data
+    header, dequantized = unpack(data, tiny_codec.decoder.space)
     assert dequantized.shape[1:] == (3, 6)  # 17 and 41 pixels padded to 24 and 48
     assert preview.image(header, dequantized).size == (6, 3)  # ceil(41 / 8), ceil(17 / 8)
 
@@ -85,7 +85,7 @@ def test_apply_clips_to_bytes_and_image_crops_the_padding(tiny_codec: Codec):
 def test_saved_map_reads_back_and_binds_to_its_space(tmp_path: Path):
     preview = random_map()
     save_preview(preview, tmp_path / "sd1.safetensors", notes="test")
-    read = read_preview(tmp_path / "sd1.safetensors")
+    read, _ = PREVIEWS.read(tmp_path / "sd1.safetensors")
     np.testing.assert_array_equal(read.weight, preview.weight)
     np.testing.assert_array_equal(read.bias, preview.bias)
     assert preview_for(SD1, tmp_path).space == "sd1"
@@ -95,11 +95,11 @@ def test_saved_map_reads_back_and_binds_to_its_space(tmp_path: Path):
 def test_a_file_that_is_no_map_is_refused_with_the_command_to_write_one(tmp_path: Path):
     path = tmp_path / "other.safetensors"
     save_file({"weight": np.zeros((3, 4), np.float32)}, str(path), metadata={"format": "x"})
-    with pytest.raises(ModelLoadError, match=r"python -m codec\.fit_preview"):
-        read_preview(path)
+    with pytest.raises(ModelLoadError, match=r"python -m codec\.training\.preview"):
+        PREVIEWS.read(path)
     save_preview(PreviewMap("sd1", 4, np.zeros((3, 9), np.float32), np.zeros(3, np.float32)), path)
     with pytest.raises(ModelLoadError, match="expected"):
-        read_preview(path)
+        PREVIEWS.read(path)
 
 
 def test_the_shipped_map_serves_sd1_only():
@@ -110,20 +110,20 @@ def test_the_shipped_map_serves_sd1_only():
 
 def test_a_latent_file_of_another_space_gets_no_preview():
     model = tiny_taesd(space=SDXL)
-    data = Codec(CodecSettings(), encoder=model, decoder=model).encode(png_bytes(), effort=0)
+    data = Codec(CodecSettings(), encoder=model, decoder=model).compress(png_bytes(), effort=0).data
     assert preview_of_file(data) is None
 
 
 def settled_decodes(app) -> float:
     """The app's decode count once its renderer is idle (uploads may warm renders)."""
-    renderer, deadline = get_renderer(app), time.monotonic() + 60
+    renderer, deadline = get_gallery(app).renderer, time.monotonic() + 60
     while not renderer.idle() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return app.extensions["latent_gallery.metrics"].decodes._value.get()
+    return get_gallery(app).metrics.decodes._value.get()
 
 
 def test_preview_endpoint_serves_a_small_webp_without_decoding(make_app):
-    app = make_app(PREVIEWS=True)
+    app = make_app(previews=True)
     client = app.test_client()
     image = upload(client, png_bytes(100, 60))
     for page in ("/", f"/i/{image['id']}"):
@@ -139,7 +139,7 @@ def test_preview_endpoint_serves_a_small_webp_without_decoding(make_app):
     )
     assert again.status_code == 304
     assert settled_decodes(app) == before
-    cache = app.extensions["latent_gallery.cache"]
+    cache = get_gallery(app).cache
     assert cache.get((image["id"], "preview")) == response.data
     deleted = app.test_client().delete(  # an API client: no browser session, no CSRF token
         f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]}
@@ -150,7 +150,7 @@ def test_preview_endpoint_serves_a_small_webp_without_decoding(make_app):
 
 
 def test_previews_off_leaves_them_out_of_the_pages(make_app):
-    client = make_app(PREVIEWS=False).test_client()
+    client = make_app(previews=False).test_client()
     image = upload(client)
     assert "preview.webp" not in client.get("/").get_data(as_text=True)
     assert "preview.webp" not in client.get(f"/i/{image['id']}").get_data(as_text=True)
@@ -158,7 +158,7 @@ def test_previews_off_leaves_them_out_of_the_pages(make_app):
 
 def test_preview_of_an_image_in_another_space_is_a_clear_404(make_app):
     model = tiny_taesd(space=SDXL)
-    client = make_app(CODEC=Codec(CodecSettings(), encoder=model, decoder=model)).test_client()
+    client = make_app(codec=Codec(CodecSettings(), encoder=model, decoder=model)).test_client()
     image = upload(client)
     response = client.get(f"/i/{image['id']}.preview.webp")
     assert response.status_code == 404
@@ -168,7 +168,7 @@ def test_preview_of_an_image_in_another_space_is_a_clear_404(make_app):
 
 def test_previews_setting_reads_a_flag_and_names_itself_when_bad():
     assert Settings.from_env({}).previews is True
-    assert Settings.from_env({"LATENT_GALLERY_PREVIEWS": "0"}).app_config()["PREVIEWS"] is False
+    assert Settings.from_env({"LATENT_GALLERY_PREVIEWS": "0"}).previews is False
     with pytest.raises(ValueError, match="LATENT_GALLERY_PREVIEWS='sometimes'"):
         Settings.from_env({"LATENT_GALLERY_PREVIEWS": "sometimes"})
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from codec import Codec, CodecSettings
-from codec.rate_control import psnr
+from codec import Codec, CodecSettings, load_codec
+from codec.images import open_image
+from codec.measures import psnr
 from tests.shared import photo_path, taesd_path
-from webapp.avif import MIN_PSNR, decode_avif, encode_avif
 from webapp.ingest import compress_display
-from webapp.png import encode_png, thumbnail
+from webapp.render.formats import AVIF_MIN_PSNR, decode_avif, encode_avif, encode_png, thumbnail
 
 pytestmark = pytest.mark.shared
 
@@ -19,14 +19,14 @@ pytestmark = pytest.mark.shared
 @pytest.fixture(scope="module")
 def codec() -> Codec:
     weights = str(taesd_path())
-    return Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu", effort="0"))
+    return load_codec(CodecSettings(encoder=weights, decoder=weights, device="cpu", effort="0"))
 
 
 @pytest.fixture(scope="module")
 def stored(codec) -> tuple[Image.Image, bytes, bytes]:
     """A 20 MP photo as an upload stores it: at 2048 px, with its display latent."""
-    image = codec.open(photo_path("nuthatch-on-tree.jpg"), 2048)
-    return image, codec.encode(image), compress_display(codec, image).data
+    image = open_image(photo_path("nuthatch-on-tree.jpg"), codec.settings.max_pixels, 2048)
+    return image, codec.compress(image).data, compress_display(codec, image).data
 
 
 def test_the_display_latent_is_a_fraction_of_the_latent(stored):
@@ -39,16 +39,16 @@ def test_the_display_latent_is_a_fraction_of_the_latent(stored):
 def test_the_display_render_keeps_the_full_decode_s_quality_at_its_size(codec, stored):
     image, latent, display = stored
     reference = thumbnail(image, 1024)
-    shown = codec.decode(display)
+    shown = codec.decompress(display)
     assert shown.size == reference.size
-    resized = thumbnail(codec.decode(latent), 1024)
+    resized = thumbnail(codec.decompress(latent), 1024)
     assert psnr(reference, shown) > psnr(reference, resized) - 1.2  # 1.0 dB measured
 
 
 @pytest.mark.parametrize("width", [256, 1024])
 def test_avif_renders_add_no_visible_loss_for_a_quarter_of_the_bytes(codec, stored, width):
-    shown = codec.decode(stored[2])
+    shown = codec.decompress(stored[2])
     render = shown if width == shown.width else thumbnail(shown, width)
     avif = encode_avif(render)
-    assert psnr(render, decode_avif(avif)) >= MIN_PSNR
+    assert psnr(render, decode_avif(avif)) >= AVIF_MIN_PSNR
     assert len(avif) < len(encode_png(render)) / 4

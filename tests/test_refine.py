@@ -8,14 +8,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from codec import Codec, CodecError, CodecSettings, LatentFile
+from codec import Codec, CodecError, CodecSettings, LatentFile, load_codec, pipeline, unpack
 from codec.cli import main
-from codec.hardware import Costs, choose_plan, detect
+from codec.hardware import detect
 from codec.images import image_to_tensor, tensor_to_image
+from codec.measures import psnr
 from codec.methods import get_method
-from codec.rate_control import psnr, smallest_reaching
+from codec.models.taesd import search_proxy
+from codec.plan import Costs, choose_plan, search_models
+from codec.rate_control import smallest_reaching
 from codec.refine import EFFORT_STEPS, dequantizer, refine, resolve_effort, steps_for
 from codec.settings import MAX_EFFORT
+from codec.transform import latent_of
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_kl, tiny_taesd
 
@@ -29,7 +33,7 @@ def codec() -> Codec:
     model = tiny_taesd()
     plan = choose_plan(detect("cpu"), FLOAT32_SEARCH)
     settings = CodecSettings(tile=128, render_precision="model")
-    return Codec(settings, encoder=model, decoder=model, plan=plan)
+    return load_codec(settings, encoder=model, decoder=model, plan=plan)
 
 
 def _reachable(codec: Codec, count: int = 2) -> tuple[torch.Tensor, np.ndarray]:
@@ -43,7 +47,7 @@ def _reachable(codec: Codec, count: int = 2) -> tuple[torch.Tensor, np.ndarray]:
 
 def _float_mse(codec: Codec, data: bytes, image: torch.Tensor) -> float:
     """Pixel MSE of a file's decoded float image (before 8-bit rounding)."""
-    _, latent = codec.unpack(data)
+    _, latent = unpack(data, codec.decoder.space)
     return (codec.decode_latents(torch.from_numpy(latent)[None])[0] - image).square().mean().item()
 
 
@@ -74,14 +78,14 @@ def test_explicit_effort_on_an_image_larger_than_a_tile_is_refused():
     assert resolve_effort(0, (2048, 64), 1024, _never) == 0
 
 
-@pytest.mark.parametrize("method", ["ec", "q8", "palette"])
-def test_dequantizer_is_exactly_what_the_file_holds(method):
+@pytest.mark.parametrize("name", ["ec", "q8", "palette"])
+def test_dequantizer_is_exactly_what_the_file_holds(name):
     rng = np.random.default_rng(1)
     latent = rng.normal(0, 1.5, (4, 6, 10)).astype(np.float32)
-    coder = get_method(method)
-    compressed = coder.compress(latent, 60)
-    stored = coder.decompress(compressed.params, compressed.payload, latent.shape)
-    np.testing.assert_array_equal(dequantizer(coder, 60)(latent), stored)
+    method = get_method(name)
+    compressed = method.compress(latent, 60)
+    stored = method.decompress(compressed.params, compressed.payload, latent.shape)
+    np.testing.assert_array_equal(dequantizer(method, 60)(latent), stored)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 8])
@@ -134,7 +138,7 @@ def test_the_taesd_proxy_decodes_at_half_resolution_on_its_own_copy(codec):
     latents = torch.from_numpy(_reachable(codec, 2)[1])
     assert codec.decoder.decode(latents).shape == (2, 3, 48, 64)
     assert proxy.decode(latents).shape == (2, 3, 24, 32)
-    assert tiny_kl().proxy() is None
+    assert search_proxy(tiny_kl()) is None
 
 
 def test_refine_on_the_proxy_scores_against_the_photo_at_half_scale(codec):
@@ -164,52 +168,54 @@ def test_compress_hands_back_the_reconstruction_only_when_it_is_the_renders(code
     image = tensor_to_image(_reachable(codec, 1)[0][0])
     assert codec.compress(image, quality=50, effort=0).image is None
     encoded = codec.compress(image, quality=50, effort=2)
-    assert codec.search_decoder.dtype == codec.render_decoder.dtype == torch.float32
-    rendered = np.asarray(codec.decode(encoded.data), dtype=np.int16)
+    search = search_models(codec.plan, codec.decoder).decoder
+    assert search.dtype == codec.render_decoder.dtype == torch.float32
+    rendered = np.asarray(codec.decompress(encoded.data), dtype=np.int16)
     assert np.abs(np.asarray(encoded.image, dtype=np.int16) - rendered).max() <= 1
 
 
-def test_no_reconstruction_when_renders_decode_in_another_precision():
+def test_no_reconstruction_when_renders_decode_in_another_precision(monkeypatch):
     model = tiny_taesd()
     plan = choose_plan(detect("cpu"), FLOAT32_SEARCH)
-    codec = Codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=plan)
-    codec._render = model.twin(torch.bfloat16)  # as on a CPU with native bfloat16 kernels
+    codec = load_codec(CodecSettings(tile=128), encoder=model, decoder=model, plan=plan)
+    monkeypatch.setattr(pipeline, "fast_dtype", lambda *_: torch.bfloat16)  # as on native bf16
+    assert codec.render_decoder.dtype == torch.bfloat16
     image = tensor_to_image(_reachable(codec, 1)[0][0])
     assert codec.compress(image, quality=50, effort=2).image is None
 
 
-def test_refined_file_records_the_target_decoder_and_decodes_closer(codec):
+def test_refined_file_records_the_decoder_it_is_tuned_for_and_decodes_closer(codec):
     images, _ = _reachable(codec, 1)
     image = tensor_to_image(images[0])
-    plain = codec.encode(image, quality=50, effort=0)
-    refined = codec.encode(image, quality=50, effort=3)
-    assert LatentFile.from_bytes(plain).target_family is None
-    assert LatentFile.from_bytes(refined).target_family == "taesd"
+    plain = codec.compress(image, quality=50, effort=0).data
+    refined = codec.compress(image, quality=50, effort=3).data
+    assert LatentFile.from_bytes(plain).tuned_for is None
+    assert LatentFile.from_bytes(refined).tuned_for == "taesd"
     target = image_to_tensor(image)[0]
     assert _float_mse(codec, refined, target) < _float_mse(codec, plain, target)
 
 
 def test_effort_works_with_target_bytes(codec):
     image = tensor_to_image(_reachable(codec, 1)[0][0])
-    limit = len(codec.encode(image, quality=40, effort=0)) + 20
-    data = codec.encode(image, target_bytes=limit, effort=1)
-    assert len(data) <= limit and LatentFile.from_bytes(data).target_family == "taesd"
+    limit = len(codec.compress(image, quality=40, effort=0).data) + 20
+    data = codec.compress(image, target_bytes=limit, effort=1).data
+    assert len(data) <= limit and LatentFile.from_bytes(data).tuned_for == "taesd"
 
 
 def test_target_psnr_gives_the_lowest_quality_reaching_it(codec):
     image = tensor_to_image(_reachable(codec, 1)[0][0])
-    latent = codec.latent_of(image)
-    files = [codec.pack(latent, image.width, image.height, quality=q) for q in range(1, 101)]
-    scores = [psnr(image, codec.decode(data)) for data in (files[0], files[-1])]
+    latent = latent_of(codec, image)
+    files = [codec.compress(image, latent=latent, quality=q, effort=0).data for q in range(1, 101)]
+    scores = [psnr(image, codec.decompress(data)) for data in (files[0], files[-1])]
     target = sum(scores) / 2
-    data = codec.encode(image, target_psnr=target, effort=0)
+    data = codec.compress(image, target_psnr=target, effort=0).data
     quality = files.index(data) + 1
-    assert psnr(image, codec.decode(data)) >= target
-    assert psnr(image, codec.decode(files[quality - 2])) < target
+    assert psnr(image, codec.decompress(data)) >= target
+    assert psnr(image, codec.decompress(files[quality - 2])) < target
     with pytest.raises(CodecError, match="cannot reach 99 dB"):
-        codec.encode(image, target_psnr=99, effort=0)
+        codec.compress(image, target_psnr=99, effort=0)
     with pytest.raises(ValueError, match="at most one of"):
-        codec.encode(image, quality=50, target_psnr=20)
+        codec.compress(image, quality=50, target_psnr=20)
 
 
 def test_smallest_reaching_searches_the_lowest_quality():
@@ -238,12 +244,13 @@ def test_cli_rejects_bad_effort_and_conflicting_rates(argv, message, capsys):
 
 def test_real_taesd_refinement_beats_the_plain_encoder_after_quantization():
     weights = str(taesd_path())
-    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
+    codec = load_codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
     image = Image.open(kodak_path("kodim23.png")).convert("RGB").crop((320, 160, 448, 288))
-    latent = codec.latent_of(image)
+    latent = latent_of(codec, image, corrected=False)
     pixels, method = image_to_tensor(image), get_method("ec")
-    scores = refine(pixels, latent[None], codec.search_decoder, method, 75, 4).psnr
-    plain = refine(pixels, latent[None], codec.search_decoder, method, 75, 0).psnr
+    search = search_models(codec.plan, codec.decoder).decoder
+    scores = refine(pixels, latent[None], search, method, 75, 4).psnr
+    plain = refine(pixels, latent[None], search, method, 75, 0).psnr
     assert scores[0] > plain[0] + 0.3
 
 
@@ -254,21 +261,21 @@ def test_real_taesd_proxy_step_is_not_worse_than_effort_zero_by_the_decoder():
     costs = Costs(encode=1.0, step={"float32": 9.0}, score={"float32": 9.0},
                   proxy_step={"float32": 0.5}, proxy_score={"float32": 0.5})  # fmt: skip
     plan = choose_plan(detect("cpu"), costs)
-    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"), plan=plan)
+    codec = load_codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"), plan=plan)
     image = Image.open(kodak_path("kodim23.png")).convert("RGB")
-    encoded, plain = codec.compress(image, effort="auto"), codec.encode(image, effort=0)
+    encoded, plain = codec.compress(image, effort="auto"), codec.compress(image, effort=0).data
     assert plan.search == "proxy" and encoded.image is None
     assert len(encoded.data) < 1.05 * len(plain)
-    decoded = codec.decode(encoded.data)
-    assert psnr(image, decoded) > psnr(image, codec.decode(plain)) - 0.05
+    decoded = codec.decompress(encoded.data)
+    assert psnr(image, decoded) > psnr(image, codec.decompress(plain)) - 0.05
 
 
 def test_real_taesd_one_step_refines_past_effort_zero_in_the_planned_precision():
     """One step, in the precision this machine's plan chose, decodes kodim23 closer than the
     unrefined file (effort 0) at about the same size."""
     weights = str(taesd_path())
-    codec = Codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
+    codec = load_codec(CodecSettings(encoder=weights, decoder=weights, device="cpu"))
     image = Image.open(kodak_path("kodim23.png")).convert("RGB")
-    refined, plain = codec.encode(image, effort=1), codec.encode(image, effort=0)
+    refined, plain = (codec.compress(image, effort=e).data for e in (1, 0))
     assert len(refined) < 1.05 * len(plain)
-    assert psnr(image, codec.decode(refined)) > psnr(image, codec.decode(plain)) + 0.3
+    assert psnr(image, codec.decompress(refined)) > psnr(image, codec.decompress(plain)) + 0.3

@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
+from codec import unpack
 from tests.conftest import decoder_held, metric, png_bytes, upload, wait_idle, wait_until
-from webapp.decode_batcher import DecodeBatcher, Priority
+from webapp.gallery import get_gallery
 from webapp.metrics import Metrics
-from webapp.render import get_renderer
+from webapp.render.batcher import DecodeBatcher, Priority
 
 WIDTHS = (64, 72, 80)  # one latent width each: a decode's shape says which image it was
 
@@ -40,11 +41,11 @@ def get_in_thread(app, url: str) -> threading.Thread:
 
 def test_a_visitor_is_decoded_before_background_work_queued_earlier(gallery):
     app, ids, decoded = gallery
-    renderer = get_renderer(app)
+    renderer = get_gallery(app).renderer
     with decoder_held(app):
-        renderer.warm(app.extensions["latent_gallery.store"].get(ids[64]))
+        renderer.warm(get_gallery(app).store.get(ids[64]))
         wait_until(lambda: renderer.batcher.decoding == 1)  # the 64 px image is in the model
-        renderer.warm(app.extensions["latent_gallery.store"].get(ids[72]))
+        renderer.warm(get_gallery(app).store.get(ids[72]))
         visitor = get_in_thread(app, f"/i/{ids[80]}.png")
         wait_until(lambda: renderer.queue_depth == 2)
     visitor.join(timeout=30)
@@ -54,10 +55,10 @@ def test_a_visitor_is_decoded_before_background_work_queued_earlier(gallery):
 
 def test_a_visitor_moves_the_background_decode_it_joins_ahead(gallery):
     app, ids, decoded = gallery
-    renderer = get_renderer(app)
+    renderer = get_gallery(app).renderer
     with decoder_held(app):
         for width in WIDTHS:
-            renderer.warm(app.extensions["latent_gallery.store"].get(ids[width]))
+            renderer.warm(get_gallery(app).store.get(ids[width]))
             wait_until(lambda: renderer.batcher.decoding == 1)
         visitor = get_in_thread(app, f"/i/{ids[80]}.png")
         wait_until(lambda: metric(app.test_client(), "latent_gallery_coalesced_requests_total"))
@@ -67,7 +68,9 @@ def test_a_visitor_moves_the_background_decode_it_joins_ahead(gallery):
 
 
 def test_background_work_goes_one_latent_a_pass_after_the_visitors(tiny_codec):
-    latents = {w: tiny_codec.unpack(tiny_codec.encode(png_bytes(64, 48, seed=w))) for w in (1, 2)}
+    space = tiny_codec.decoder.space
+    files = {w: tiny_codec.compress(png_bytes(64, 48, seed=w)).data for w in (1, 2)}
+    latents = {w: unpack(data, space) for w, data in files.items()}
     batcher = DecodeBatcher(lambda: tiny_codec, Metrics(), queue_size=4, batch=8)
     done: list[str] = []
     try:

@@ -10,9 +10,9 @@ from PIL import Image
 
 from tests.conftest import metric, noise, png_bytes, upload, wait_idle, wait_until
 from tests.servers import Gunicorn
-from webapp.avif import encode_avif
-from webapp.png import rendered_bytes, thumbnail
-from webapp.render import get_renderer
+from webapp.gallery import get_gallery
+from webapp.render.formats import encode_avif, encode_png, thumbnail
+from webapp.render.sizes import rendered_bytes
 from webapp.settings import Settings
 from webapp.warmup import warm_newest_page, warm_previews
 
@@ -30,7 +30,7 @@ def stored(make_app, *sizes: tuple[int, int]) -> list[str]:
 
 
 def record_of(app, image_id: str):
-    return app.extensions["latent_gallery.store"].get(image_id)
+    return get_gallery(app).store.get(image_id)
 
 
 def test_put_decoded_caches_the_page_renders_without_a_decode(make_app):
@@ -38,7 +38,7 @@ def test_put_decoded_caches_the_page_renders_without_a_decode(make_app):
     app = make_app()
     client = app.test_client()
     image = noise(320, 200, seed=7)
-    get_renderer(app).put_decoded(record_of(app, image_id), image)
+    get_gallery(app).renderer.put_decoded(record_of(app, image_id), image)
     wait_idle(app)
     assert client.get(f"/i/{image_id}.avif").data == encode_avif(image)
     thumb = client.get(f"/i/{image_id}.avif?w=256").data
@@ -46,8 +46,9 @@ def test_put_decoded_caches_the_page_renders_without_a_decode(make_app):
     assert Image.open(io.BytesIO(thumb)).size == (256, 160)
     assert metric(client, "latent_gallery_cache_hits_total") == 2
     assert metric(client, "latent_gallery_cache_misses_total") == 0
-    assert client.get(f"/i/{image_id}.png").status_code == 200  # PNGs: decoded on demand
-    assert metric(client, DECODES) == 1
+    assert client.get(f"/i/{image_id}.png").data == encode_png(image)  # its own size, kept
+    assert client.get(f"/i/{image_id}.png?w=256").data == encode_png(thumbnail(image, 256))
+    assert metric(client, DECODES) == 0
 
 
 def test_put_decoded_makes_display_and_thumbnails_from_the_display_reconstruction(make_app):
@@ -57,7 +58,7 @@ def test_put_decoded_makes_display_and_thumbnails_from_the_display_reconstructio
     record = record_of(app, image_id)
     assert record.display_bytes > 0
     image, display = noise(1280, 800, seed=7), noise(1024, 640, seed=8)
-    get_renderer(app).put_decoded(record, image, display)
+    get_gallery(app).renderer.put_decoded(record, image, display)
     wait_idle(app)
     assert client.get(f"/i/{image_id}.avif?w=1024").data == encode_avif(display)
     assert client.get(f"/i/{image_id}.avif?w=256").data == encode_avif(thumbnail(display, 256))
@@ -67,9 +68,9 @@ def test_put_decoded_makes_display_and_thumbnails_from_the_display_reconstructio
 
 def test_the_newest_page_is_warmed_as_far_as_the_cache_holds_it(make_app):
     ids = stored(make_app, (64, 48), (64, 48), (64, 48))
-    app = make_app(CACHE_BYTES=2 * rendered_bytes(64, 48))
+    app = make_app(cache_bytes=2 * rendered_bytes(64, 48))
     client = app.test_client()
-    assert warm_newest_page(app) == [ids[2], ids[1]]  # newest first, two fit
+    assert warm_newest_page(get_gallery(app)) == [ids[2], ids[1]]  # newest first, two fit
     wait_idle(app)
     assert metric(client, DECODES) == 2
     for image_id in ids:
@@ -82,8 +83,8 @@ def test_the_newest_page_s_previews_are_cached_without_a_model(make_app):
     ids = stored(make_app, (64, 48), (80, 48))
     app = make_app()
     client = app.test_client()
-    cache = app.extensions["latent_gallery.cache"]
-    assert warm_previews(app) == ids[::-1]
+    cache = get_gallery(app).cache
+    assert warm_previews(get_gallery(app)) == ids[::-1]
     for image_id in ids:
         cached = cache.get((image_id, "preview"))
         assert cached and client.get(f"/i/{image_id}.preview.webp").data == cached

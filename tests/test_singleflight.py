@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from webapp.singleflight import SingleFlight
+from webapp.render.singleflight import SingleFlight
 
 
 def test_32_concurrent_callers_of_one_key_share_one_computation():

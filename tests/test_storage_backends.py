@@ -18,9 +18,10 @@ from alembic import command
 from tests.conftest import Backend, assert_consistent, data_files, png_bytes, upload, wait_idle
 from webapp.blobs import BlobExistsError
 from webapp.cli import main
+from webapp.gallery import get_gallery
 from webapp.metadata import MetadataStore, alembic_config
-from webapp.migrate import MigrationError, migrate
 from webapp.storage import STORE_MARKER, ImageStore, StoreOwnershipError
+from webapp.store_copy import StoreCopyError, copy_store
 
 NOT_OURS = r"has no Latent Gallery store marker matching this database"
 FOREIGN = ["notes.txt", "photo.jpg", f"{'C' * 22}.sdz"]  # another program's (one named like ours)
@@ -133,30 +134,45 @@ def test_a_display_latent_lives_and_dies_with_its_image(store):
 
 
 def test_a_failed_row_takes_back_both_files(store, monkeypatch):
+    """The files go first, then the row: both files are stored when the row is inserted, and
+    taken back when it fails."""
+    image_id = "E" * 22
+    stored_before_the_row = {}
+
     def refuse(rows):
+        stored_before_the_row.update((n, store.blobs.get(n)) for n, _ in store.blob_names())
         raise RuntimeError("the database went away")
 
     monkeypatch.setattr(store.metadata, "insert", refuse)
     with pytest.raises(RuntimeError, match="went away"):
-        store.add(b"full", width=2048, height=1152, uploaded_bytes=9, method="ec", display=b"d")
+        store.add(
+            b"full",
+            width=2048,
+            height=1152,
+            uploaded_bytes=9,
+            method="ec",
+            display=b"d",
+            image_id=image_id,
+        )
+    assert stored_before_the_row == {f"{image_id}.sdz": b"full", f"{image_id}.display.sdz": b"d"}
     assert list(store.blob_names()) == []
 
 
-def test_migrate_copies_and_verifies_display_latents(tmp_path):
+def test_copy_store_copies_and_verifies_display_latents(tmp_path):
     local = Backend("folder+sqlite")
     source, target = local.open(tmp_path / "a"), local.open(tmp_path / "b")
     source.prepare()
     record, _ = source.add(
         b"full", width=2048, height=1152, uploaded_bytes=9, method="ec", display=b"small"
     )
-    assert migrate(source, target).images == 1
+    assert copy_store(source, target).images == 1
     assert target.read_latent(record.id, display=True) == b"small"
     assert target.get(record.id).display_bytes == 5
     other = local.open(tmp_path / "c")
     other.prepare()
     other.blobs.put(f"{record.id}.display.sdz", b"other")  # the same name, different bytes
-    with pytest.raises(MigrationError, match="differs"):
-        migrate(source, other)
+    with pytest.raises(StoreCopyError, match="differs"):
+        copy_store(source, other)
     for opened in (source, target, other):
         opened.metadata.close()
 
@@ -280,7 +296,7 @@ def test_nodes_upgrading_at_once_take_turns(backend, tmp_path, request):
 def test_an_unmigrated_postgres_stops_the_app_naming_the_command(postgres, make_app):
     database = postgres.create_database(f"e{secrets.token_hex(8)}")
     with pytest.raises(RuntimeError, match="latent-gallery db upgrade"):
-        make_app(DATABASE_URL=database)
+        make_app(database_url=database)
 
 
 def test_the_app_serves_uploads_from_the_backend(backend, make_app):
@@ -288,12 +304,14 @@ def test_the_app_serves_uploads_from_the_backend(backend, make_app):
     client = app.test_client()
     image = upload(client, png_bytes(seed=4))
     wait_idle(app)
-    store: ImageStore = app.extensions["latent_gallery.store"]
+    store: ImageStore = get_gallery(app).store
     listed = client.get("/api/images").get_json()["images"]
     assert [entry["id"] for entry in listed] == [image["id"]]
     latent = client.get(f"/i/{image['id']}.sdz")
     assert latent.status_code == 200 and latent.data == store.read_latent(image["id"])
-    assert assert_consistent(app.config["DATA"], backend.database, backend.storage) == {image["id"]}
+    assert assert_consistent(get_gallery(app).settings.data, backend.database, backend.storage) == {
+        image["id"]
+    }
     if backend.name == "s3+postgresql":
         assert data_files(app) == []  # nothing of the gallery on the node's disk
 
@@ -303,7 +321,10 @@ def test_the_app_serves_uploads_from_the_backend(backend, make_app):
     assert response.status_code == 204
     assert client.get(f"/api/images/{image['id']}").status_code == 404
     assert client.get(f"/i/{image['id']}.sdz").status_code == 404
-    assert assert_consistent(app.config["DATA"], backend.database, backend.storage) == set()
+    assert (
+        assert_consistent(get_gallery(app).settings.data, backend.database, backend.storage)
+        == set()
+    )
 
 
 def use(monkeypatch: pytest.MonkeyPatch, data: Path, backend: Backend) -> None:
@@ -356,7 +377,7 @@ def test_a_command_on_an_unreachable_database_exits_1_with_one_line(tmp_path, mo
     assert err.startswith("latent-gallery: error:") and err.count("\n") == 1
 
 
-def test_migrate_store_there_and_back_resumes_and_verifies(
+def test_copy_store_there_and_back_resumes_and_verifies(
     shared_backend, tmp_path, monkeypatch, capsys
 ):
     local = Backend("folder+sqlite")
@@ -365,16 +386,16 @@ def test_migrate_store_there_and_back_resumes_and_verifies(
     source.prepare()
     added = fill(source, 6)
     secret = source.secret_key()
-    to_shared = ["migrate-store", "--to-storage", shared_backend.storage,
+    to_shared = ["copy-store", "--to-storage", shared_backend.storage,
                  "--to-database", shared_backend.database, "--workers", "3"]  # fmt: skip
 
     assert main(to_shared) == 0
-    assert capsys.readouterr().out.startswith("6 images migrated and verified: 6 files copied")
+    assert capsys.readouterr().out.startswith("6 images copied and verified: 6 files copied")
     target = shared_backend.open(tmp_path / "unused")
     assert [r.id for r in target.list_images(10)[0]] == [i for i, _, _ in reversed(added)]
     assert all(target.read_latent(i) == latent for i, _, latent in added)
     assert target.secret_key() == secret
-    assert sum(target.repair(grace=0).values()) == 0  # the migration marked it: nothing to do
+    assert sum(target.repair(grace=0).values()) == 0  # the copy marked it: nothing to do
 
     # Resume: a run that stopped half-way (two images absent) finishes; nothing is copied twice.
     for image_id, key, _ in added[4:]:
@@ -392,15 +413,15 @@ def test_migrate_store_there_and_back_resumes_and_verifies(
     assert main(to_shared) == 1
     assert "no latent file" in capsys.readouterr().err
     assert main([*to_shared, "--skip-missing"]) == 0
-    assert "5 images migrated and verified" in capsys.readouterr().out
+    assert "5 images copied and verified" in capsys.readouterr().out
 
     # And back, into a new data folder: S3 -> folder, PostgreSQL -> SQLite.
     back = tmp_path / "back"
-    assert main(["migrate-store", "--from-storage", shared_backend.storage,
+    assert main(["copy-store", "--from-storage", shared_backend.storage,
                  "--from-database", shared_backend.database,
                  "--to-storage", str(back / "latents"),
                  "--to-database", f"sqlite:///{back / 'gallery.sqlite3'}"]) == 0  # fmt: skip
-    assert capsys.readouterr().out.startswith("6 images migrated and verified: 6 files copied")
+    assert capsys.readouterr().out.startswith("6 images copied and verified: 6 files copied")
     returned = local.open(back)
     assert [r.id for r in returned.list_images(10)[0]] == [i for i, _, _ in reversed(added)]
     assert all(returned.read_latent(i) == latent for i, _, latent in added)
@@ -410,7 +431,7 @@ def test_migrate_store_there_and_back_resumes_and_verifies(
         opened.metadata.close()
 
 
-def test_migrate_store_refuses_a_different_file_under_the_same_name(
+def test_copy_store_refuses_a_different_file_under_the_same_name(
     shared_backend, tmp_path, monkeypatch, capsys
 ):
     local = Backend("folder+sqlite")
@@ -420,9 +441,9 @@ def test_migrate_store_refuses_a_different_file_under_the_same_name(
     [(image_id, _, _)] = fill(source, 1)
     target = shared_backend.open(tmp_path / "unused")
     target.blobs.put(f"{image_id}.sdz", b"something else")
-    assert main(["migrate-store", "--to-storage", shared_backend.storage]) == 1
+    assert main(["copy-store", "--to-storage", shared_backend.storage]) == 1
     assert "differs" in capsys.readouterr().err
-    assert main(["migrate-store"]) == 1
+    assert main(["copy-store"]) == 1
     assert "the same store" in capsys.readouterr().err
     source.metadata.close()
     target.metadata.close()

@@ -10,26 +10,25 @@ import pytest
 import torch
 from PIL import Image
 
-from codec import Codec, CodecSettings
+from codec import Codec, CodecSettings, SettingsError, load_codec, unpack
 from codec.errors import ModelLoadError
-from codec.images import tensor_to_image, thumbnail_size
+from codec.images import open_image, tensor_to_image, thumbnail_size
+from codec.measures import psnr
 from codec.models import load_autoencoder
-from codec.rate_control import psnr
 from codec.thumbnail_decoder import (
     THUMBNAIL_DECODERS,
     ThumbnailDecoder,
-    read_weights,
     resize,
     thumbnail_decoder_for,
 )
-from codec.train_thumbnail_decoder import distillation_pairs, main, train
+from codec.training.thumbnail_decoder import distillation_pairs, main, train
 from tests.conftest import metric, noise, png_bytes, upload, wait_idle, wait_until
 from tests.shared import kodak_path, taesd_path
 from tests.tiny_models import tiny_kl, tiny_taesd
-from webapp.decode_batcher import DecodeBatcher, Priority
+from webapp.gallery import get_gallery
 from webapp.metrics import Metrics
-from webapp.png import thumbnail
-from webapp.render import get_renderer
+from webapp.render.batcher import DecodeBatcher, Priority
+from webapp.render.formats import thumbnail
 
 
 @pytest.fixture
@@ -47,12 +46,12 @@ def tuned(env, tmp_path):
 
 def test_tuning_writes_a_thumbnail_decoder_for_its_decoder_only(tuned):
     model, other = tiny_taesd(0), tiny_taesd(1)
-    assert read_weights(tuned)[1] == model.rounded_fingerprints[1].hex()
+    assert THUMBNAIL_DECODERS.read(tuned)[1] == {"decoder": model.rounded_fingerprints[1].hex()}
     thumbs = thumbnail_decoder_for("auto", model, tuned.parent)
     assert isinstance(thumbs, ThumbnailDecoder)
     assert thumbnail_decoder_for("auto", other, tuned.parent) is None
     assert thumbnail_decoder_for("off", model, tuned.parent) is None
-    with pytest.raises(ModelLoadError, match="tuned for another decoder"):
+    with pytest.raises(ModelLoadError, match="made for other models"):
         thumbnail_decoder_for(str(tuned), other)
     assert thumbs.decoder_fingerprint != model.decoder_fingerprint, "tuning moved nothing"
     latents = torch.randn(1, 4, 5, 7)
@@ -102,8 +101,8 @@ def test_codec_decodes_thumbnails_only_with_a_thumbnail_decoder(tuned):
     assert plain.thumbnail_decoder is None  # no file in codec/weights fits a random model
     with pytest.raises(ValueError, match="no thumbnail decoder"):
         plain.decode_latents(latents, (0.5, 0.5))
-    with pytest.raises(ValueError, match="THUMBNAIL_DECODER must be auto, off or a file"):
-        Codec(CodecSettings(thumbnail_decoder="sometimes"))
+    with pytest.raises(SettingsError, match="DECODER='sometimes': expected auto, off or a file"):
+        load_codec(CodecSettings(thumbnail_decoder="sometimes"))
 
 
 def test_thumbnails_of_one_latent_shape_but_other_image_sizes_decode_apart(tuned):
@@ -112,7 +111,8 @@ def test_thumbnails_of_one_latent_shape_but_other_image_sizes_decode_apart(tuned
     model = tiny_taesd(0)
     codec = Codec(CodecSettings(effort="0", thumbnail_decoder=str(tuned)), encoder=model,
                   decoder=model)  # fmt: skip
-    files = [codec.unpack(codec.encode(png_bytes(w, h))) for w, h in ((600, 400), (596, 396))]
+    files = [unpack(codec.compress(png_bytes(w, h)).data, model.space)
+             for w, h in ((600, 400), (596, 396))]  # fmt: skip
     assert files[0][1].shape == files[1][1].shape
     batcher = DecodeBatcher(lambda: codec, Metrics(), queue_size=4, batch=8)
     try:
@@ -135,7 +135,7 @@ def test_bad_thumbnail_decoder_files_and_decoders(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match="not a thumbnail decoder file"):
-        read_weights(junk)
+        THUMBNAIL_DECODERS.read(junk)
     with pytest.raises(ModelLoadError, match="kl decoders have no thumbnail decoder"):
         ThumbnailDecoder(tiny_kl())
 
@@ -166,9 +166,9 @@ def test_gallery_thumbnails_decode_straight_to_their_size_and_nothing_else_does(
     model = tiny_taesd(0)
     settings = CodecSettings(effort="0", thumbnail_decoder=str(tuned))
     codec = Codec(settings, encoder=model, decoder=model)
-    image = upload(make_app(CODEC=codec).test_client(), png_bytes(600, 400))
-    client = make_app(CODEC=codec).test_client()  # a restart: nothing cached
-    renderer = get_renderer(client.application)
+    image = upload(make_app(codec=codec).test_client(), png_bytes(600, 400))
+    client = make_app(codec=codec).test_client()  # a restart: nothing cached
+    renderer = get_gallery(client.application).renderer
     small = client.get(f"/i/{image['id']}.png?w=256")
     assert small.status_code == 200
     assert Image.open(io.BytesIO(small.data)).size == (256, 171)
@@ -179,13 +179,14 @@ def test_gallery_thumbnails_decode_straight_to_their_size_and_nothing_else_does(
     assert client.get(f"/i/{image['id']}.png").status_code == 200
     wait_idle(client.application)
     assert decode_counts(client) == (2, 1)
-    warmed = make_app(CODEC=codec)  # another restart; warming asks for every size at once
-    get_renderer(warmed).warm(warmed.extensions["latent_gallery.store"].get(image["id"]))
+    warmed = make_app(codec=codec)  # another restart; warming asks for every size at once
+    get_gallery(warmed).renderer.warm(get_gallery(warmed).store.get(image["id"]))
     wait_idle(warmed)
     assert decode_counts(warmed.test_client()) == (1, 0)  # thumbnails share the full decode
-    assert get_renderer(warmed).cache.get((image["id"], 256, "avif")) is not None
-    plain = make_app(CODEC=Codec(CodecSettings(effort="0"), encoder=model, decoder=model))
-    assert get_renderer(plain).version != renderer.version  # the URLs name its weights too
+    assert get_gallery(warmed).renderer.cache.get((image["id"], 256, "avif")) is not None
+    plain = make_app(codec=Codec(CodecSettings(effort="0"), encoder=model, decoder=model))
+    versions = {get_gallery(app).codec_host.codec.version for app in (plain, warmed)}
+    assert len(versions) == 2  # the URLs name the thumbnail decoder's weights too
 
 
 def test_thumbnails_whose_height_rounds_over_half_the_image(make_app, tuned):
@@ -194,11 +195,11 @@ def test_thumbnails_whose_height_rounds_over_half_the_image(make_app, tuned):
     model = tiny_taesd(0)
     codec = Codec(CodecSettings(effort="0", thumbnail_decoder=str(tuned)), encoder=model,
                   decoder=model)  # fmt: skip
-    client = make_app(CODEC=codec).test_client()
+    client = make_app(codec=codec).test_client()
     for (width, height), size in (((512, 343), (256, 172)), ((600, 1), (256, 1))):
         image = upload(client, png_bytes(width, height))
         wait_idle(client.application)
-        get_renderer(client.application).cache.discard_where(lambda key: True)
+        get_gallery(client.application).renderer.cache.discard_where(lambda key: True)
         small = client.get(f"/i/{image['id']}.png?w=256")
         assert small.status_code == 200
         assert Image.open(io.BytesIO(small.data)).size == size
@@ -214,11 +215,11 @@ def test_shipped_thumbnail_decoder_keeps_real_taesd_thumbnails(tmp_path):
     weights = str(taesd_path())
     model = load_autoencoder(weights, "cpu")
     codec = Codec(CodecSettings(effort="0"), encoder=model, decoder=model)
-    assert codec.thumbnail_decoder is not None, f"none in {THUMBNAIL_DECODERS} for {weights}"
+    assert codec.thumbnail_decoder is not None, f"none in {THUMBNAIL_DECODERS.folder} for {weights}"
     gaps = []
     for name in ("kodim07.png", "kodim19.png"):
-        photo = codec.open(kodak_path(name))
-        _, latent = codec.unpack(codec.encode(photo))
+        photo = open_image(kodak_path(name))
+        _, latent = unpack(codec.compress(photo).data, model.space)
         z = torch.from_numpy(latent)[None]
         full = tensor_to_image(codec.decode_latents(z)[0])
         width, height = thumbnail_size(photo.width, photo.height, 256)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +17,10 @@ from codec import Codec, CodecSettings
 from tests.conftest import metric, png_bytes, post_images, snapshot, wait_idle, wait_until
 from tests.tiny_models import tiny_taesd
 from webapp import uploads
-from webapp.render import get_renderer
+from webapp.gallery import get_gallery
 from webapp.settings import Settings
-from webapp.uploads import NOT_STORED, image_id_of
+from webapp.upload_flow import NOT_STORED
+from webapp.uploads import image_id_of
 
 UNKNOWN_JOB = "AAAAAAAAAAAAAAAAAAAAAA"
 
@@ -27,7 +29,7 @@ UNKNOWN_JOB = "AAAAAAAAAAAAAAAAAAAAAA"
 def encoder_held(app: Flask) -> Iterator[None]:
     """Block the encode thread inside its next encoder forward pass (the model's own lock) until
     the block exits: a slow encode, deterministic, with the real codec."""
-    lock = get_renderer(app).require_codec().encoder._lock
+    lock = get_gallery(app).codec_host.require().encoder._lock
     lock.acquire()
     try:
         yield
@@ -57,7 +59,7 @@ def stored(client: FlaskClient, job: dict) -> dict:
 
 
 def test_a_full_encode_queue_is_503_before_any_work_and_accepted_uploads_are_stored(make_app):
-    app = make_app(ENCODE_QUEUE=1)
+    app = make_app(encode_queue=1)
     client = app.test_client()
     with encoder_held(app):
         first = post_images(client, (png_bytes(seed=1), "first.png"), query_string={"wait": 0})
@@ -85,11 +87,12 @@ def test_a_full_encode_queue_is_503_before_any_work_and_accepted_uploads_are_sto
 
 def test_an_upload_past_the_wait_is_202_and_its_status_url_gives_the_image(make_app, monkeypatch):
     monkeypatch.setenv("LATENT_GALLERY_UPLOAD_WAIT", "0.01")
-    app = make_app(UPLOAD_WAIT=Settings.from_env().upload_wait)
-    assert app.config["UPLOAD_WAIT"] == 0.01
+    app = make_app(upload_wait=Settings.from_env().upload_wait)
     client = app.test_client()
     with encoder_held(app):
+        started = time.monotonic()
         response = post_images(client, (png_bytes(seed=1), "slow.png"), (b"", "empty.png"))
+        assert time.monotonic() - started < 5  # waited the 0.01 s set, not the default
         assert response.status_code == 202, response.get_data(as_text=True)
         body = response.get_json()
         [job] = body["jobs"]
@@ -121,7 +124,7 @@ def test_an_unknown_job_is_404_saying_the_upload_was_not_stored(client, job_id):
 
 
 def test_a_file_that_is_no_image_is_refused_at_once_and_takes_no_place(make_app):
-    app = make_app(ENCODE_QUEUE=1)
+    app = make_app(encode_queue=1)
     client = app.test_client()
     with encoder_held(app):  # the encode thread is busy with a first upload: the queue is full
         post_images(client, (png_bytes(seed=1), "a.png"), query_string={"wait": 0})
@@ -211,7 +214,7 @@ def test_upload_card_polls_while_encoding_then_becomes_the_image_card(make_app):
 
 
 def test_no_js_form_with_an_upload_still_encoding_says_so_and_shows_its_key_later(make_app):
-    app = make_app(UPLOAD_WAIT=0.0)
+    app = make_app(upload_wait=0.0)
     client = app.test_client()
     client.get("/")
     with client.session_transaction() as session:
@@ -238,9 +241,9 @@ def test_an_upload_renders_from_the_encoders_own_reconstruction_when_it_made_one
     model = tiny_taesd()
     codec = Codec(CodecSettings(effort=effort), encoder=model, decoder=model)
     content = png_bytes(64, 48, seed=8)
-    reconstruction = codec.compress(codec.open(content)).image
+    reconstruction = codec.compress(content).image
     assert effort != "0" or reconstruction is None  # effort 0 runs no decode
-    app = make_app(CODEC=codec)
+    app = make_app(codec=codec)
     client = app.test_client()
     image = post_images(client, (content, "a.png")).get_json()["images"][0]
     wait_idle(app)

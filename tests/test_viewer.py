@@ -10,12 +10,12 @@ from PIL import Image
 
 from tests.conftest import png_bytes, upload
 from tests.test_pages import parse
-from webapp.storage import get_store
+from webapp.gallery import get_gallery
 
 
 def neighbours(app, image_id: str) -> tuple[str | None, str | None]:
     with app.app_context():
-        return get_store().neighbours(image_id)
+        return get_gallery().store.neighbours(image_id)
 
 
 def picture(client, image_id: str) -> dict[str, str]:

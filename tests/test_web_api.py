@@ -13,8 +13,8 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from tests.conftest import encode, metric, noise, png_bytes, post_images, snapshot, upload
 from tests.servers import free_port
-from webapp.render import get_renderer
-from webapp.storage import STORE_MARKER
+from webapp.gallery import get_gallery
+from webapp.storage import ID_PATTERN, STORE_MARKER
 
 IMAGE_FIELDS = {
     "id", "page_url", "png_url", "latent_url", "width", "height", "source_width", "source_height",
@@ -45,10 +45,10 @@ def test_upload_get_list_and_delete(client, app):
     image = upload(client, content, "photo.png")
     assert set(image) == IMAGE_FIELDS | {"delete_key"}
     assert (image["width"], image["height"], image["uploaded_bytes"]) == (80, 56, len(content))
-    version = get_renderer(app).version
+    version = get_gallery(app).codec_host.codec.version
     assert image["png_url"] == f"http://localhost/i/{image['id']}.png?v={version}"
     assert image["page_url"] == f"http://localhost/i/{image['id']}"
-    assert len(image["id"]) >= 22 and len(image["delete_key"]) >= 32
+    assert ID_PATTERN.fullmatch(image["id"]) and len(image["delete_key"]) >= 32
 
     fetched = client.get(f"/api/images/{image['id']}").get_json()
     assert fetched == {k: v for k, v in image.items() if k != "delete_key"}
@@ -167,7 +167,7 @@ def test_wrong_or_missing_delete_key_is_403_and_deletes_nothing(client, app):
 
 def test_only_a_hash_of_the_delete_key_is_stored(client, app):
     image = upload(client)
-    database = (app.config["DATA"] / "gallery.sqlite3").read_bytes()
+    database = (get_gallery(app).settings.data / "gallery.sqlite3").read_bytes()
     assert image["delete_key"].encode() not in database
 
 
@@ -193,7 +193,7 @@ def test_api_clients_without_a_session_need_no_token_but_cross_site_browsers_are
 
 
 def test_upload_rate_limit_counts_files_and_is_429_with_retry_after(make_app):
-    client = make_app(UPLOAD_RATE=(3, 60.0)).test_client()
+    client = make_app(upload_rate=(3, 60.0)).test_client()
     assert post_images(client, (png_bytes(seed=1), "a.png")).status_code == 201
     two = post_images(client, (png_bytes(seed=2), "b.png"), (png_bytes(seed=3), "c.png"))
     assert two.status_code == 201 and len(two.get_json()["images"]) == 2
@@ -208,7 +208,7 @@ def test_upload_rate_limit_counts_files_and_is_429_with_retry_after(make_app):
 def test_upload_rate_limit_counts_megapixels_as_stored(make_app):
     """A budget of 5 megapixels a minute: a 3000x2000 photo stored at 1500x1000 costs 2, so
     two go in and the third is refused, naming the megapixel budget."""
-    client = make_app(UPLOAD_MEGAPIXELS=(5, 60.0), MAX_SIDE=1500).test_client()
+    client = make_app(upload_megapixels=(5, 60.0), max_side=1500).test_client()
     photo = encode(noise(3000, 2000), "JPEG")
     statuses = [post_images(client, (photo, f"{n}.jpg")).status_code for n in range(2)]
     assert statuses == [201, 201]
@@ -220,7 +220,7 @@ def test_upload_rate_limit_counts_megapixels_as_stored(make_app):
 
 
 def test_uploads_are_not_refused_while_the_rate_limit_store_is_unreachable(make_app, caplog):
-    app = make_app(UPLOAD_RATE=(1, 60.0), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    app = make_app(upload_rate=(1, 60.0), redis_url=f"redis://127.0.0.1:{free_port()}/0")
     for seed in range(2):
         assert post_images(app.test_client(), (png_bytes(seed=seed), "a.png")).status_code == 201
     assert "upload rate limit not applied" in caplog.text
@@ -228,7 +228,7 @@ def test_uploads_are_not_refused_while_the_rate_limit_store_is_unreachable(make_
 
 @pytest.mark.parametrize("hops", [0, 1])
 def test_the_rate_limit_counts_the_forwarded_client_only_behind_trusted_proxies(make_app, hops):
-    client = make_app(UPLOAD_RATE=(1, 60.0), TRUSTED_PROXIES=hops).test_client()
+    client = make_app(upload_rate=(1, 60.0), trusted_proxies=hops).test_client()
 
     def status(address: str) -> int:
         headers = {"X-Forwarded-For": address}
@@ -254,11 +254,21 @@ def test_errors_are_json_under_api_and_html_elsewhere(client):
     assert client.get("/api/images/nope").get_json()["error"]["status"] == 404
 
 
-def test_security_headers(client):
-    response = client.get("/api/images")
-    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"]
+@pytest.mark.parametrize("path", ["/api/images", "/", "/no/such/page", "/api/images/nope"])
+def test_security_headers(client, path):
+    """Pages, the API and errors alike: scripts, styles and everything else from this site
+    only, images also as `data:` URLs, never framed, no sniffing, no full URL sent away."""
+    headers = client.get(path).headers
+    policy = [directive.split() for directive in headers["Content-Security-Policy"].split(";")]
+    assert {name: sources for name, *sources in policy} == {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'self'"],
+    }
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
 
 
 def test_uploads_keep_no_exif_or_gps(client, app):
@@ -271,7 +281,7 @@ def test_uploads_keep_no_exif_or_gps(client, app):
 
     latent = client.get(f"/i/{image['id']}.sdz").data
     png = client.get(f"/i/{image['id']}.png").data
-    for stored in (latent, png, (app.config["DATA"] / "gallery.sqlite3").read_bytes()):
+    for stored in (latent, png, (get_gallery(app).settings.data / "gallery.sqlite3").read_bytes()):
         assert b"SecretCamCorp" not in stored and b"Exif" not in stored
     rendered = Image.open(io.BytesIO(png))
     assert not rendered.getexif() and "exif" not in rendered.info

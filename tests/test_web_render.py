@@ -4,6 +4,7 @@ micro-batching, backpressure and deadlines, health and metrics (tiny real codec)
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,8 @@ from tests.conftest import (
     wait_until,
 )
 from tests.tiny_models import tiny_taesd
-from webapp.decode_batcher import auto_batch
-from webapp.render import get_renderer
+from webapp.gallery import get_gallery
+from webapp.render.batcher import auto_batch
 from webapp.settings import Settings
 
 DECODES = "latent_gallery_decodes_total"
@@ -51,7 +52,7 @@ def in_thread(client, url: str) -> tuple[threading.Thread, list]:
 
 def wait_decoding(app) -> None:
     """Wait until the decode thread has taken its job off the queue, and past the batch window."""
-    renderer = get_renderer(app)
+    renderer = get_gallery(app).renderer
     wait_until(lambda: renderer.queue_depth == 0 and not renderer.idle())
     time.sleep(0.1)
 
@@ -73,12 +74,12 @@ def test_png_is_immutable_with_an_etag_and_304(client):
 def test_png_urls_carry_the_decoder_version_and_a_new_decoder_redirects_old_ones(make_app):
     old_app = make_app()
     image = upload(old_app.test_client())
-    old_version = get_renderer(old_app).version
+    old_version = get_gallery(old_app).codec_host.codec.version
     assert image["png_url"] == f"http://localhost/i/{image['id']}.png?v={old_version}"
 
-    new_app = make_app(CODEC=Codec(CodecSettings(), encoder=tiny_taesd(1), decoder=tiny_taesd(1)))
+    new_app = make_app(codec=Codec(CodecSettings(), encoder=tiny_taesd(1), decoder=tiny_taesd(1)))
     client = new_app.test_client()
-    new_version = get_renderer(new_app).version
+    new_version = get_gallery(new_app).codec_host.codec.version
     assert new_version != old_version
     new_url = f"/i/{image['id']}.png?w=256&v={new_version}"
     [listed] = client.get("/api/images").get_json()["images"]
@@ -141,7 +142,7 @@ def test_thumbnail_of_a_cached_full_size_needs_no_decode(make_app):
 def test_32_concurrent_requests_for_one_uncached_png_decode_once(make_app):
     """32 visitors (32 addresses, on a server with threads enough for them to wait)."""
     [image] = uploaded(make_app)
-    app = make_app(THREADS=40)
+    app = make_app(threads=40)
     client = app.test_client()
     url = f"/i/{image['id']}.png"
     with ThreadPoolExecutor(32) as pool, decoder_held(app):
@@ -161,13 +162,13 @@ def test_same_shape_latents_share_one_forward_pass_if_batching(make_app, batch, 
     """`LATENT_GALLERY_BATCH=8`: 4 visitors waiting on the same-shape images cost 2 passes (the
     first alone, then 3); `auto` on a CPU decodes one per pass."""
     images = uploaded(make_app, count=4)
-    app = make_app(RENDER_BATCH=batch)
+    app = make_app(render_batch=batch)
     client = app.test_client()
     with decoder_held(app):
         first = in_thread(client, f"/i/{images[0]['id']}.png")
         wait_decoding(app)
         rest = [in_thread(client, f"/i/{image['id']}.png") for image in images[1:]]
-        wait_until(lambda: get_renderer(app).queue_depth == 3)
+        wait_until(lambda: get_gallery(app).renderer.queue_depth == 3)
     for thread, result in [first, *rest]:
         thread.join(timeout=30)
         assert result[0].status_code == 200
@@ -179,7 +180,7 @@ def test_same_shape_latents_share_one_forward_pass_if_batching(make_app, batch, 
 def test_batch_setting():
     assert Settings.from_env({}).render_batch is None
     assert Settings.from_env({"LATENT_GALLERY_BATCH": "Auto"}).render_batch is None
-    assert Settings.from_env({"LATENT_GALLERY_BATCH": "4"}).app_config()["RENDER_BATCH"] == 4
+    assert Settings.from_env({"LATENT_GALLERY_BATCH": "4"}).render_batch == 4
     with pytest.raises(ValueError, match="LATENT_GALLERY_BATCH must be positive"):
         Settings.from_env({"LATENT_GALLERY_BATCH": "0"})
     assert (auto_batch(torch.device("cpu")), auto_batch(torch.device("cuda"))) == (1, 8)
@@ -187,13 +188,13 @@ def test_batch_setting():
 
 def test_full_queue_is_503_with_retry_after(make_app):
     images = uploaded(make_app, count=3)
-    app = make_app(RENDER_QUEUE=1)
+    app = make_app(render_queue=1)
     client = app.test_client()
     with decoder_held(app):
         decoding = in_thread(client, f"/i/{images[0]['id']}.png")
         wait_decoding(app)
         queued = in_thread(client, f"/i/{images[1]['id']}.png")
-        wait_until(lambda: get_renderer(app).queue_depth == 1)
+        wait_until(lambda: get_gallery(app).renderer.queue_depth == 1)
         refused = client.get(f"/i/{images[2]['id']}.png")
         assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
         assert refused.mimetype == "text/html"
@@ -206,7 +207,7 @@ def test_full_queue_is_503_with_retry_after(make_app):
 
 def test_decode_past_its_deadline_is_503_and_finishes_for_later(make_app):
     [image] = uploaded(make_app)
-    app = make_app(DECODE_TIMEOUT=0.3)
+    app = make_app(decode_timeout=0.3)
     client = app.test_client()
     with decoder_held(app):
         start = time.monotonic()
@@ -225,47 +226,68 @@ def test_latent_file_download_decodes_to_the_served_png(app, client):
     assert response.mimetype == "application/octet-stream"
     assert response.headers["Content-Disposition"] == f"attachment; filename={image['id']}.sdz"
     assert "immutable" in response.headers["Cache-Control"]
-    decoded = get_renderer(app).require_codec().decode(response.data)
+    decoded = get_gallery(app).codec_host.require().decompress(response.data)
     png = Image.open(io.BytesIO(client.get(f"/i/{image['id']}.png").data))
     assert np.array_equal(np.asarray(decoded), np.asarray(png))
 
 
-def test_delete_evicts_the_renders(app, client):
-    image = upload(client)
+def test_delete_evicts_the_deleted_images_renders_only(app, client):
+    deleted, kept = upload(client, png_bytes(seed=1)), upload(client, png_bytes(seed=2))
+    for image in (deleted, kept):
+        client.get(f"/i/{image['id']}.preview.webp")
     wait_idle(app)
-    assert metric(client, "latent_gallery_cache_bytes") > 0
-    client.delete(f"/api/images/{image['id']}", headers={"X-Delete-Key": image["delete_key"]})
-    assert metric(client, "latent_gallery_cache_bytes") == 0
+    cache = get_gallery(app).cache
+
+    def cached(image_id: str) -> list[tuple]:
+        keys = [(image_id, "preview"), *((image_id, None, fmt) for fmt in ("png", "avif"))]
+        return [key for key in keys if key in cache]
+
+    assert len(cached(deleted["id"])) == len(cached(kept["id"])) == 3
+    kept_bytes = sum(len(cache.get(key)) for key in cached(kept["id"]))
+    client.delete(f"/api/images/{deleted['id']}", headers={"X-Delete-Key": deleted["delete_key"]})
+    assert cached(deleted["id"]) == [] and len(cached(kept["id"])) == 3
+    assert metric(client, "latent_gallery_cache_bytes") == kept_bytes
 
 
-def test_healthz_once_the_models_are_loaded(client):
+def test_healthz_once_the_models_are_loaded(app, client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json()["status"] == "ok"
-    assert response.get_json()["latent_space"] == "sd1"
+    codec = get_gallery(app).codec_host.codec
+    assert response.get_json() == {
+        "status": "ok",
+        "latent_space": codec.decoder.space.name,
+        "method": codec.settings.method,
+        "correction": codec.correction is not None,
+        "encode_plan": None,
+        "queue_depth": 0,
+        "cache_bytes": get_gallery(app).cache.bytes,
+    }
 
 
 def test_healthz_shows_the_encode_plan_once_the_first_encode_measured_it(make_app):
     """Loading the models measures nothing (a restarted server's renders start at once); the
     first encode at `auto` effort measures the plan."""
     model = tiny_taesd()
-    app = make_app(CODEC=Codec(CodecSettings(effort="auto"), encoder=model, decoder=model))
+    app = make_app(codec=Codec(CodecSettings(effort="auto"), encoder=model, decoder=model))
     client = app.test_client()
     health = client.get("/healthz")
     assert health.status_code == 200 and health.get_json()["encode_plan"] is None
     upload(client)
     wait_idle(app)
     plan = client.get("/healthz").get_json()["encode_plan"]
+    measured = get_gallery(app).codec_host.codec.measured_plan
+    assert measured is not None and plan == json.loads(json.dumps(measured.as_dict()))
     assert plan["search"] in {"full", "proxy", "none"} and plan["seconds"]["encode"] > 0
 
 
 def test_healthz_503_when_the_model_cannot_load_names_no_path(
     make_app, tmp_path, monkeypatch, caplog
 ):
-    missing = str(tmp_path / "no-weights")
-    monkeypatch.setenv("LATENT_GALLERY_ENCODER", missing)
-    monkeypatch.setenv("LATENT_GALLERY_DECODER", missing)
-    client = make_app(CODEC=None).test_client()
+    missing = tmp_path / "no-weights"  # a folder without the weights' files
+    missing.mkdir()
+    monkeypatch.setenv("LATENT_GALLERY_ENCODER", str(missing))
+    monkeypatch.setenv("LATENT_GALLERY_DECODER", str(missing))
+    client = make_app(codec=None).test_client()
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["status"] == "unavailable"

@@ -11,6 +11,7 @@ import time
 
 from tests.conftest import data_files, png_bytes, post_images, rows, snapshot, upload, wait_idle
 from webapp.cache import ByteLRU
+from webapp.gallery import get_gallery
 from webapp.storage import STORE_MARKER, ImageStore
 
 
@@ -25,7 +26,7 @@ def test_after_n_uploads_the_data_folder_holds_n_latents_the_db_and_the_key(app,
 
 def test_secret_key_is_private_and_persistent(make_app):
     first = make_app()
-    database = first.config["DATA"] / "gallery.sqlite3"
+    database = get_gallery(first).settings.data / "gallery.sqlite3"
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     assert len(first.config["SECRET_KEY"]) >= 32
     assert make_app().config["SECRET_KEY"] == first.config["SECRET_KEY"]
@@ -36,7 +37,7 @@ def test_startup_never_removes_files_repair_does_after_the_grace(make_app, caplo
     client = app.test_client()
     kept, lost = upload(client, png_bytes(seed=1)), upload(client, png_bytes(seed=2))
     wait_idle(app)
-    latents = app.config["DATA"] / "latents"
+    latents = get_gallery(app).settings.data / "latents"
     (latents / f"{lost['id']}.sdz").unlink()  # a row without its file
     orphan = latents / "AAAAAAAAAAAAAAAAAAAAAA.sdz"
     orphan.write_bytes(b"no row")  # a file without a row: maybe a peer's upload in flight
@@ -45,7 +46,7 @@ def test_startup_never_removes_files_repair_does_after_the_grace(make_app, caplo
 
     app = make_app()  # a worker's start touches nothing
     assert orphan.exists() and temp.exists()
-    store: ImageStore = app.extensions["latent_gallery.store"]
+    store: ImageStore = get_gallery(app).store
     with caplog.at_level(logging.INFO, logger="webapp.storage"):
         young = store.repair()
     assert young == {"temp_files": 0, "orphan_files": 0, "orphan_rows": 1, "young_kept": 2}

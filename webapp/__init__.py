@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
-from codec import Codec
+from codec import Codec, load_codec
 
 from . import api, errors, health, media, openapi, pages, previews, security
 from .admission import WaitSlots
 from .cache import ByteLRU
+from .codec_host import CodecHost
+from .gallery import Gallery, attach
 from .ingest import InMemoryRequest
 from .metrics import Metrics
 from .settings import Settings
@@ -21,42 +21,45 @@ from .storage import ImageStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app from the environment, overridden by `test_config`.
+def create_app(settings: Settings | None = None, *, codec: Codec | None = None) -> Flask:
+    """Build the app from `settings` (default: the environment) on `codec` (default:
+    `codec.load_codec(settings.codec)`).
 
-    `test_config` may hold any key of `Settings.app_config` (e.g. `DATA`) and `CODEC`, a
-    ready `codec.Codec` to use instead of one built from `Settings.codec`. The models are not loaded
-    here: the render service loads them on first use, in the serving process.
+    Every setting is checked here: a bad one raises `ValueError` naming its variable, so the
+    server does not start. The models are not loaded here: the codec host loads them on first
+    use, in the serving process.
     """
+    settings = settings or Settings.from_env()
+    codec = codec or load_codec(settings.codec)
     app = Flask(
         __name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static")
     )
     app.request_class = InMemoryRequest
-    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
-    settings = Settings.from_env()
-    app.config.update(settings.app_config())
-    app.config.update(test_config or {})
-    app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
-    codec = app.config.get("CODEC")
-    app.config["CODEC_FACTORY"] = lambda: codec or Codec(settings.codec)
-    data = app.config["DATA"] = Path(app.config["DATA"])
-    data.mkdir(parents=True, exist_ok=True)
-    store = ImageStore.open(data, app.config["DATABASE_URL"], app.config["STORAGE_URL"])
+    settings.data.mkdir(parents=True, exist_ok=True)
+    store = ImageStore.open(settings.data, settings.database_url, settings.storage_url)
     store.prepare()
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = store.secret_key()
-    cache = ByteLRU(app.config["CACHE_BYTES"])
+    app.config.update(
+        SECRET_KEY=settings.secret_key or store.secret_key(),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.origin.startswith("https://"),
+    )
     metrics = Metrics()
-    metrics.watch(lambda: cache.bytes, lambda: _queue_depth(app))
-    app.extensions.update({
-        "latent_gallery.waits": WaitSlots.for_threads(app.config["THREADS"]),
-        "latent_gallery.cache": cache,
-        "latent_gallery.metrics": metrics,
-        "latent_gallery.store": store,
-    })  # fmt: skip
+    gallery = Gallery(
+        settings=settings,
+        store=store,
+        codec_host=CodecHost(codec),
+        cache=ByteLRU(settings.cache_bytes),
+        metrics=metrics,
+        waits=WaitSlots.for_threads(settings.threads),
+        budget=security.UploadBudget(app, settings, metrics),
+    )
+    attach(app, gallery)
+    app.context_processor(lambda: {"settings": settings})
 
     errors.init_app(app)
-    security.init_app(app)
+    security.init_app(app, settings)
     app.add_template_filter(human_bytes)
 
     app.register_blueprint(api.bp)
@@ -76,8 +79,3 @@ def human_bytes(size: float) -> str:
         size /= 1000
         index += 1
     return f"{size:.0f} B" if index == 0 else f"{size:.1f} {units[index]}"
-
-
-def _queue_depth(app: Flask) -> int:
-    entry = app.extensions.get("latent_gallery.renderer")
-    return entry[1].queue_depth if entry else 0

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import current_app, request
+from flask import request
 
 from .unavailable import RenderUnavailable
 
@@ -70,8 +70,3 @@ class WaitSlots:
 def client_address() -> str:
     """The current request's client address (the real one behind `TRUSTED_PROXIES`)."""
     return request.remote_addr or "unknown"
-
-
-def get_wait_slots() -> WaitSlots:
-    """The current app's wait slots."""
-    return current_app.extensions["latent_gallery.waits"]

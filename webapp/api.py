@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .gallery import get_gallery, record_or_404
 from .media import render_url
-from .png import display_width
-from .storage import ImageRecord, get_record_or_404, get_store
-from .uploads import NOT_STORED, UploadJob, accept, lookup, take_delete_key, wait_for
+from .render.sizes import display_width
+from .storage import ImageRecord
+from .upload_flow import NOT_STORED, Outcome, outcome, outcome_of, receive
 from .urls import absolute_url, no_store
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -51,22 +52,15 @@ def image_json(record: ImageRecord, delete_key: str | None = None) -> dict[str, 
 def upload() -> Response:
     """Store each multipart `file`: 201 when all finished within `?wait=` seconds (default and
     most `UPLOAD_WAIT`), 202 with a status URL for each file still encoding; per-file errors
-    (admission: `uploads.accept`) under `errors`. With no file accepted, the first file's
+    (admission: `upload_flow.accept`) under `errors`. With no file accepted, the first file's
     error is the status (429 or 503 with `Retry-After` when a limit refused it)."""
     files = request.files.getlist("file")
     if not files:
         raise BadRequest('Send one or more images in the multipart form field "file".')
-    wait = upload_wait()
-    jobs = accept(files)
-    wait_for(jobs, wait)
-    images, errors, pending = [], [], []
-    for job in jobs:
-        if job.pending:
-            pending.append(job_json(job))
-        elif job.error is not None:
-            errors.append(file_error(job.filename, job.error))
-        else:
-            images.append(image_json(job.record, take_delete_key(job)))
+    outcomes = [outcome_of(job) for job in receive(files, upload_wait())]
+    images = [image_json(o.record, o.delete_key) for o in outcomes if o.record is not None]
+    errors = [file_error(o.filename, o.error) for o in outcomes if o.error is not None]
+    pending = [job_json(o) for o in outcomes if o.pending]
     body: dict[str, Any] = {"images": images}
     if errors:
         body["errors"] = errors
@@ -75,7 +69,7 @@ def upload() -> Response:
         return no_store(body, 202)
     if images:
         return no_store(body, 201)
-    first = next(job.error for job in jobs if job.error is not None)
+    first = next(o.error for o in outcomes if o.error is not None)
     status = first.code
     body["error"] = {
         "status": status, "title": HTTP_STATUS_CODES[status], "message": first.description,
@@ -87,20 +81,19 @@ def upload() -> Response:
 def upload_status(job_id: str) -> Response:
     """An upload job: 202 while encoding, 200 with the image once stored (its delete key the
     first time), the file's error (4xx/5xx), or 404 when the upload was not stored."""
-    job, record = lookup(job_id)
-    if record is not None:
-        key = take_delete_key(job) if job is not None else None
-        return no_store({"status": "stored", "image": image_json(record, key)})
-    if job is not None and job.pending:
-        return no_store({"status": "pending", **job_json(job)}, 202, {"Retry-After": "1"})
-    if job is not None and job.error is not None:
-        raise job.error
+    result = outcome(job_id)
+    if result.record is not None:
+        return no_store({"status": "stored", "image": image_json(result.record, result.delete_key)})
+    if result.pending:
+        return no_store({"status": "pending", **job_json(result)}, 202, {"Retry-After": "1"})
+    if result.error is not None:
+        raise result.error
     raise NotFound(NOT_STORED)
 
 
 def upload_wait() -> float:
     """The `wait` query argument: seconds from 0, at most `UPLOAD_WAIT` (its default)."""
-    most = current_app.config["UPLOAD_WAIT"]
+    most = get_gallery().settings.upload_wait
     text = request.args.get("wait")
     if text is None:
         return most
@@ -118,10 +111,10 @@ def file_error(filename: str | None, error: HTTPException) -> dict[str, Any]:
     return {"filename": filename, "status": error.code, "message": error.description}
 
 
-def job_json(job: UploadJob) -> dict[str, Any]:
+def job_json(pending: Outcome) -> dict[str, Any]:
     """A pending upload: its job id, file name and status URL."""
-    url = absolute_url("api.upload_status", job_id=job.id)
-    return {"id": job.id, "filename": job.filename, "status_url": url}
+    url = absolute_url("api.upload_status", job_id=pending.job_id)
+    return {"id": pending.job_id, "filename": pending.filename, "status_url": url}
 
 
 @bp.get("/images")
@@ -131,7 +124,7 @@ def list_images() -> dict[str, Any]:
     if not limit.isdigit() or not 1 <= (limit := int(limit)) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.")
     try:
-        records, cursor = get_store().list_images(limit, request.args.get("cursor"))
+        records, cursor = get_gallery().store.list_images(limit, request.args.get("cursor"))
     except ValueError:
         raise BadRequest("The cursor is not valid; start again without it.") from None
     next_url = absolute_url("api.list_images", limit=limit, cursor=cursor) if cursor else None
@@ -141,14 +134,15 @@ def list_images() -> dict[str, Any]:
 @bp.get("/images/<image_id>")
 def get_image(image_id: str) -> dict[str, Any]:
     """One image's metadata."""
-    return image_json(get_record_or_404(image_id))
+    return image_json(record_or_404(image_id))
 
 
 @bp.delete("/images/<image_id>")
 def delete_image(image_id: str) -> Response:
     """Delete with the `X-Delete-Key` header: 204, 403 (wrong or missing key), 404."""
-    get_record_or_404(image_id)
-    if not get_store().delete(image_id, request.headers.get("X-Delete-Key")):
+    record_or_404(image_id)
+    gallery = get_gallery()
+    if not gallery.store.delete(image_id, request.headers.get("X-Delete-Key")):
         raise Forbidden("The delete key is missing or wrong.")
-    current_app.extensions["latent_gallery.cache"].discard_where(lambda key: key[0] == image_id)
+    gallery.cache.discard_where(lambda key: key[0] == image_id)
     return Response(status=204)

@@ -1,4 +1,4 @@
-"""A thread-safe LRU of rendered PNG bytes, bounded by their total size."""
+"""A thread-safe LRU of rendered bytes (PNG, AVIF, previews), bounded by their total size."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class ByteLRU:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` is held (its place in the LRU order unchanged)."""
+        return key in self._items
 
     def get(self, key: Hashable) -> bytes | None:
         """The value of `key` (now most recently used), or None."""

@@ -2,7 +2,7 @@
 
     latent-gallery db upgrade          run the schema migrations (SQLite or PostgreSQL)
     latent-gallery repair [--grace S]  remove orphans older than S seconds (default 3600)
-    latent-gallery migrate-store --from-storage A --to-storage B (and/or --from/to-database)
+    latent-gallery copy-store --from-storage A --to-storage B (and/or --from/to-database)
 
 The stores come from the settings (`LATENT_GALLERY_DATA`, `_DATABASE_URL`, `_STORAGE_URL`).
 Exit status as the codec's: 0, 2 on a usage error, 1 on any other error (one line on stderr).
@@ -26,7 +26,7 @@ ERRORS = (SQLAlchemyError, BotoCoreError, ClientError, RuntimeError)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add `db upgrade`, `repair` and `migrate-store` to the codec's subcommands."""
+    """Add `db upgrade`, `repair` and `copy-store` to the codec's subcommands."""
     db = commands.add_parser("db", help="the metadata database's schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser(
@@ -46,20 +46,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     repair.set_defaults(run=run_repair)
 
-    migrate = commands.add_parser(
-        "migrate-store",
+    copy = commands.add_parser(
+        "copy-store",
         help="copy the images to another blob store and/or database (resumable, verified)",
         description="Each --from-* defaults to the configured URL, each --to-* to its --from-*.",
     )
-    migrate.add_argument("--from-storage", metavar="URL", help="a folder or s3://bucket/prefix")
-    migrate.add_argument("--to-storage", metavar="URL")
-    migrate.add_argument("--from-database", metavar="URL", help="sqlite:///... or postgresql://")
-    migrate.add_argument("--to-database", metavar="URL")
-    migrate.add_argument("--workers", type=_positive, default=8, help="parallel copies (8)")
-    migrate.add_argument(
+    copy.add_argument("--from-storage", metavar="URL", help="a folder or s3://bucket/prefix")
+    copy.add_argument("--to-storage", metavar="URL")
+    copy.add_argument("--from-database", metavar="URL", help="sqlite:///... or postgresql://")
+    copy.add_argument("--to-database", metavar="URL")
+    copy.add_argument("--workers", type=_positive, default=8, help="parallel copies (8)")
+    copy.add_argument(
         "--skip-missing", action="store_true", help="leave out rows whose file is gone"
     )
-    migrate.set_defaults(run=run_migrate)
+    copy.set_defaults(run=run_copy_store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,9 +83,9 @@ def run_repair(args: argparse.Namespace) -> None:
     print(", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in counts.items()))
 
 
-def run_migrate(args: argparse.Namespace) -> None:
+def run_copy_store(args: argparse.Namespace) -> None:
     """Copy the images from one store to another and verify them."""
-    from .migrate import migrate
+    from .store_copy import copy_store
 
     settings = Settings.from_env()
     source = ImageStore.open(
@@ -99,7 +99,7 @@ def run_migrate(args: argparse.Namespace) -> None:
         args.to_storage or args.from_storage or settings.storage_url,
     )
     source.prepare()
-    report = migrate(source, target, workers=args.workers, skip_missing=args.skip_missing)
+    report = copy_store(source, target, workers=args.workers, skip_missing=args.skip_missing)
     print(report.summary())
 
 

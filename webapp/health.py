@@ -4,10 +4,10 @@ Neither names a path, a file or a model location: why a load failed is in the se
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .render import get_renderer
+from .gallery import get_gallery
 from .unavailable import ModelUnavailableError
 
 bp = Blueprint("health", __name__)
@@ -19,9 +19,9 @@ def healthz() -> tuple[dict, int]:
     when its backoff is over), with the encode plan once the first encode has measured it
     (null before: measured at load, it held a restarted server's first renders back); 503
     while they are not (the log says why)."""
-    renderer = get_renderer()
+    gallery = get_gallery()
     try:
-        codec = renderer.require_codec()
+        codec = gallery.codec_host.require()
     except ModelUnavailableError as exc:
         return {"status": "unavailable", "cause": str(exc)}, 503
     return {
@@ -30,13 +30,13 @@ def healthz() -> tuple[dict, int]:
         "method": codec.settings.method,
         "correction": codec.correction is not None,
         "encode_plan": plan.as_dict() if (plan := codec.measured_plan) else None,
-        "queue_depth": renderer.queue_depth,
-        "cache_bytes": renderer.cache.bytes,
+        "queue_depth": gallery.renderer.queue_depth,
+        "cache_bytes": gallery.cache.bytes,
     }, 200
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     """All counters of this app in the Prometheus text format."""
-    registry = current_app.extensions["latent_gallery.metrics"].registry
+    registry = get_gallery().metrics.registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

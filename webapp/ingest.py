@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from flask import Request, current_app
+from flask import Request
 from PIL import Image
 from werkzeug.exceptions import BadRequest
 
-from codec import Codec, ImageInputError
-from codec.images import SOURCE_SIZE
+from codec import Codec, Encoded, ImageInputError
+from codec.images import SOURCE_SIZE, open_image
 from codec.methods import get_method
-from codec.pipeline import Encoded
 
 from .errors import InsufficientStorage
-from .png import display_size, thumbnail
-from .render import get_renderer
-from .storage import ImageRecord, StorageFullError, get_store
+from .render.formats import thumbnail
+from .render.sizes import display_size
+from .storage import ImageRecord, StorageFullError
+
+if TYPE_CHECKING:
+    from .gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +58,28 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
-def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[ImageRecord, str]:
+def encode_and_store(
+    gallery: Gallery, data: bytes, filename: str | None, image_id: str
+) -> tuple[ImageRecord, str]:
     """Decode, encode and store one uploaded file as `image_id`: its latent and, when it is
     larger than its display render (`png.display_size`), a display latent of that size. Its
     renders come from the encodes' own reconstructions when they made them (no decode), else
     are warmed in the background.
 
-    Runs on the encode thread (`webapp.uploads`), in an app context. Returns the record and its
-    delete key; raises `BadRequest` for a file that is not an acceptable image (its description
-    says why) and `InsufficientStorage` (507) when the disk is full.
+    Runs on the encode thread (`webapp.uploads`). Returns the record and its delete key; raises
+    `BadRequest` for a file that is not an acceptable image (its description says why),
+    `InsufficientStorage` (507) when the disk is full and `ModelUnavailableError` (503) when the
+    models cannot be loaded.
     """
-    renderer = get_renderer()
-    codec = renderer.require_codec()
+    codec = gallery.codec_host.require()
     try:
-        image = codec.open(data, current_app.config["MAX_SIDE"])
+        image = open_image(data, codec.settings.max_pixels, gallery.settings.max_side)
         encoded = codec.compress(image)
         display = compress_display(codec, image)
     except ImageInputError as exc:
         raise BadRequest(f"Not an acceptable image: {exc}") from None
     try:
-        record, key = get_store().add(
+        record, key = gallery.store.add(
             encoded.data,
             image_id=image_id,
             width=image.width,
@@ -88,9 +92,9 @@ def encode_and_store(data: bytes, filename: str | None, image_id: str) -> tuple[
     except StorageFullError as exc:
         log.error("disk full, %s not stored: %s", filename, exc)
         raise InsufficientStorage() from None
-    current_app.extensions["latent_gallery.metrics"].uploads.inc()
+    gallery.metrics.uploads.inc()
     if encoded.image is not None and (display is None or display.image is not None):
-        renderer.put_decoded(record, encoded.image, display.image if display else None)
+        gallery.renderer.put_decoded(record, encoded.image, display.image if display else None)
     else:
-        renderer.warm(record)
+        gallery.renderer.warm(record)
     return record, key

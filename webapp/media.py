@@ -16,9 +16,9 @@ from flask import Blueprint, Response, abort, redirect, request, send_file, url_
 from werkzeug.exceptions import BadRequest
 
 from .admission import client_address
-from .png import effective_width, render_widths
-from .render import get_renderer
-from .storage import get_record_or_404, get_store
+from .gallery import get_gallery, record_or_404
+from .render.formats import MEDIA_TYPES
+from .render.sizes import effective_width, render_widths
 from .urls import absolute_url
 
 bp = Blueprint("media", __name__)
@@ -27,35 +27,32 @@ ONE_YEAR = 31536000
 SHARED_MAX_AGE = 300
 
 
-FORMATS = {"png": "image/png", "avif": "image/avif"}
-"""Render formats by extension: PNG (downloads, link previews), AVIF (what pages show)."""
-
-
 @bp.get("/i/<image_id>.png", endpoint="png", defaults={"fmt": "png"})
 @bp.get("/i/<image_id>.avif", endpoint="avif", defaults={"fmt": "avif"})
 def render(image_id: str, fmt: str) -> Response:
     """The image decoded, full size or `?w=` one of its `render_widths`, as PNG or AVIF; 304 on
     a matching `If-None-Match` without decoding (the ETag names the id, width, format and
     decoder weights)."""
-    record = get_record_or_404(image_id)
+    record = record_or_404(image_id)
     asked_width = request.args.get("w", type=int)
     widths = render_widths(record.width, record.height)
     if "w" in request.args and asked_width not in widths:
         raise BadRequest(f"w must be one of {', '.join(map(str, widths))}.")
-    renderer = get_renderer()
+    gallery = get_gallery()
+    current = gallery.codec_host.codec.version
     version = request.args.get("v")
-    if version is not None and version != renderer.version:
+    if version is not None and version != current:
         moved = redirect(render_url(image_id, asked_width, fmt))
         moved.cache_control.no_cache = True
         return moved
     width = effective_width(record.width, asked_width)
-    etag = f"{image_id}-{width or 'full'}-{fmt}-{renderer.version}"
+    etag = f"{image_id}-{width or 'full'}-{fmt}-{current}"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
         try:
-            data = renderer.render(record, width, fmt, client_address())
-            response = Response(data, mimetype=FORMATS[fmt])
+            data = gallery.renderer.render(record, width, fmt, client_address())
+            response = Response(data, mimetype=MEDIA_TYPES[fmt])
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
     response.set_etag(etag)
@@ -70,20 +67,18 @@ def render_url(
     image_id: str, width: int | None = None, fmt: str = "png", *, external: bool = False
 ) -> str:
     """The URL of an image's render (`width`: one of its `render_widths`; `fmt`: one of
-    `FORMATS`) under the current decoder's version; without a version while the decoder is not
-    loaded."""
-    renderer = get_renderer()
-    version = renderer.version if renderer.codec is not None else None
+    `MEDIA_TYPES`) under the decoder's version (known without loading the models)."""
     url = absolute_url if external else url_for
+    version = get_gallery().codec_host.codec.version
     return url(f"media.{fmt}", image_id=image_id, w=width, v=version)
 
 
 @bp.get("/i/<image_id>.sdz", endpoint="latent")
 def latent(image_id: str) -> Response:
     """The stored latent file, as a download."""
-    record = get_record_or_404(image_id)
+    record = record_or_404(image_id)
     try:
-        data = get_store().read_latent(record.id)
+        data = get_gallery().store.read_latent(record.id)
     except FileNotFoundError:
         abort(404, "This image was just deleted.")
     response = send_file(

@@ -23,6 +23,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from codec.measures import bits_per_pixel
+
 from .blobs import StorageFullError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -90,7 +92,7 @@ class ImageRecord:
     @property
     def bits_per_pixel(self) -> float:
         """Stored bits per pixel of the image."""
-        return self.stored_bytes * 8 / (self.width * self.height)
+        return bits_per_pixel(self.stored_bytes, self.width, self.height)
 
     @property
     def ratio(self) -> float:

@@ -7,11 +7,12 @@ from typing import Any
 from flask import Blueprint, request
 
 from .api import MAX_LIMIT
-from .png import DISPLAY_SIDE, THUMB_WIDTHS
+from .render.sizes import DISPLAY_SIDE, THUMB_WIDTHS
+from .storage import ID_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$", "description": "An image id."}
+_ID = {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$", "description": "An image id."}
 _ID_PARAM = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 

@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import js_lib_htmx
 from flask import (
@@ -25,16 +24,15 @@ from werkzeug.exceptions import BadRequest
 
 from codec.images import thumbnail_size
 
+from .gallery import PAGE_SIZE, get_gallery, record_or_404
 from .media import ONE_YEAR, render_url
-from .png import THUMB_WIDTHS, display_size, display_width
-from .storage import ImageRecord, get_record_or_404, get_store
-from .uploads import NOT_STORED, accept, lookup, take_delete_key, wait_for
+from .render.sizes import CARD_WIDTH, THUMB_WIDTHS, display_size, display_width
+from .storage import ImageRecord
+from .upload_flow import NOT_STORED, outcome, receive
 from .urls import absolute_url, no_store
 
 bp = Blueprint("pages", __name__)
 
-PAGE_SIZE = 24
-THUMB_WIDTH = THUMB_WIDTHS[0]  # the card's src; the larger widths go in its srcset
 PICTURE_SIZES = (
     "(max-width: 900px) min({width}px, calc(100vw - 3.5rem - 2px), {by_height}), "
     "min({width}px, calc(1200px - 25rem - 2px), calc(100vw - 27rem - 2px), {by_height})"
@@ -64,14 +62,14 @@ def cards() -> str:
 @bp.get("/fragments/card/<image_id>")
 def card(image_id: str) -> str:
     """One card, inserted at the top of the grid after a JS upload."""
-    return render_template("_card.html", image=get_record_or_404(image_id))
+    return render_template("_card.html", image=record_or_404(image_id))
 
 
 @bp.get("/i/<image_id>")
 def image(image_id: str) -> str:
     """One image with its facts, share link, downloads and delete button."""
-    record = get_record_or_404(image_id)
-    newer, older = get_store().neighbours(record.id)
+    record = record_or_404(image_id)
+    newer, older = get_gallery().store.neighbours(record.id)
     return render_template(
         "image.html",
         image=record,
@@ -91,16 +89,17 @@ def upload_card(job_id: str) -> str | Response:
     """An upload's card, for htmx: "encoding…" (polling itself) until the image is stored, then
     the image's card (with its delete key, once, `no-store`); a failed or lost upload says so.
     Always 200, which htmx swaps in."""
-    job, record = lookup(job_id)
-    if record is not None:
-        key = take_delete_key(job) if job is not None else None
-        html = render_template("_card.html", image=record, delete_key=key, upload_job=job_id)
-        return no_store(html)
-    filename = job.filename if job is not None else None
-    if job is not None and job.pending:
-        return render_template("_upload_card.html", job_id=job_id, filename=filename)
-    message = job.error.description if job is not None and job.error else NOT_STORED
-    return render_template("_upload_card.html", job_id=job_id, filename=filename, message=message)
+    result = outcome(job_id)
+    if result.record is not None:
+        return no_store(render_template(
+            "_card.html", image=result.record, delete_key=result.delete_key, upload_job=job_id
+        ))  # fmt: skip
+    if result.pending:
+        return render_template("_upload_card.html", job_id=job_id, filename=result.filename)
+    message = result.error.description if result.error is not None else NOT_STORED
+    return render_template(
+        "_upload_card.html", job_id=job_id, filename=result.filename, message=message
+    )
 
 
 @bp.post("/upload")
@@ -111,11 +110,10 @@ def upload() -> Response:
     files = [f for f in request.files.getlist("file") if f.filename]
     if not files:
         raise BadRequest("Choose at least one image to upload.")
-    jobs = accept(files)
+    jobs = receive(files, get_gallery().settings.upload_wait)
     accepted = [job for job in jobs if job.accepted]
     if not accepted:
         raise jobs[0].error
-    wait_for(accepted, current_app.config["UPLOAD_WAIT"])
     for job in jobs:
         if not job.accepted:
             flash(f"{job.filename}: {job.error.description}", "error")
@@ -126,23 +124,11 @@ def upload() -> Response:
 def uploaded() -> Response:
     """The no-JS uploader's result: each `?job=` stored (with its delete key, shown once),
     still encoding, or not stored and why; `no-store`."""
-    job_ids = request.args.getlist("job")[: current_app.config["MAX_FILES"]]
-    results = [_upload_result(job_id) for job_id in job_ids]
+    job_ids = request.args.getlist("job")[: get_gallery().settings.max_files]
+    results = [outcome(job_id) for job_id in job_ids]
     if not results:
         raise BadRequest("This link names no upload.")
     return no_store(render_template("uploaded.html", results=results, not_stored=NOT_STORED))
-
-
-def _upload_result(job_id: str) -> dict[str, Any]:
-    """What `/uploaded` shows of one job: its record and key (once), pending, or its error."""
-    job, record = lookup(job_id)
-    return {
-        "record": record,
-        "key": take_delete_key(job) if job is not None and record is not None else None,
-        "pending": job is not None and job.pending,
-        "error": job.error.description if job is not None and job.error else None,
-        "filename": job.filename if job is not None else None,
-    }
 
 
 @bp.get(f"/static/vendor/htmx-{HTMX_VERSION}.min.js")
@@ -177,12 +163,12 @@ def utc(timestamp: float) -> datetime:
 
 @bp.app_template_filter()
 def thumb_size(record: ImageRecord) -> tuple[int, int]:
-    """The (width, height) of an image's `THUMB_WIDTH` thumbnail."""
-    return thumbnail_size(record.width, record.height, min(THUMB_WIDTH, record.width))
+    """The (width, height) of an image's `CARD_WIDTH` thumbnail."""
+    return thumbnail_size(record.width, record.height, min(CARD_WIDTH, record.width))
 
 
 @bp.app_template_filter()
-def thumb_url(record: ImageRecord, width: int = THUMB_WIDTH) -> str:
+def thumb_url(record: ImageRecord, width: int = CARD_WIDTH) -> str:
     """The URL of an image's thumbnail of `width` (one of `THUMB_WIDTHS`), as AVIF."""
     return render_url(record.id, width, "avif")
 
@@ -224,7 +210,7 @@ def picture_sizes(record: ImageRecord) -> str:
 
 def _gallery_page() -> tuple[list[ImageRecord], str | None]:
     try:
-        return get_store().list_images(PAGE_SIZE, request.args.get("cursor"))
+        return get_gallery().store.list_images(PAGE_SIZE, request.args.get("cursor"))
     except ValueError:
         raise BadRequest("This gallery link is broken: its page cursor is not valid.") from None
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, request
 
 from codec.preview import preview_of_file
 
+from .gallery import Gallery, get_gallery, record_or_404
 from .media import immutable
-from .storage import ImageRecord, get_record_or_404, get_store
+from .storage import ImageRecord
 
 bp = Blueprint("previews", __name__)
 
@@ -31,25 +32,25 @@ QUALITY = 70
 def preview(image_id: str) -> Response:
     """The image's preview (1/8 of its display size), cached for good; 304 on
     `If-None-Match`."""
-    record = get_record_or_404(image_id)
+    record = record_or_404(image_id)
     etag = f"{record.id}-preview"
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        response = Response(preview_file(record), mimetype="image/webp")
+        response = Response(preview_file(get_gallery(), record), mimetype="image/webp")
     response.set_etag(etag)
     return immutable(response)
 
 
-def preview_file(record: ImageRecord) -> bytes:
+def preview_file(gallery: Gallery, record: ImageRecord) -> bytes:
     """The preview WebP of a stored image, from the render cache or made and cached (404 if the
     latent file is gone or no map serves its space)."""
-    cache, key = current_app.extensions["latent_gallery.cache"], (record.id, "preview")
-    data = cache.get(key)
+    key = (record.id, "preview")
+    data = gallery.cache.get(key)
     if data is None:
         try:
             display = record.display_bytes is not None
-            image = preview_of_file(get_store().read_latent(record.id, display))
+            image = preview_of_file(gallery.store.read_latent(record.id, display))
         except FileNotFoundError:
             abort(404, "This image was just deleted.")
         if image is None:
@@ -57,5 +58,5 @@ def preview_file(record: ImageRecord) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, "WEBP", quality=QUALITY)
         data = buffer.getvalue()
-        cache.put(key, data)
+        gallery.cache.put(key, data)
     return data

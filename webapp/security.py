@@ -25,11 +25,12 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
-from limits.strategies import RateLimiter
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .admission import client_address
+from .gallery import get_gallery
+from .metrics import Metrics
+from .settings import Settings
 
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -54,7 +55,7 @@ def check_csrf() -> None:
     if request.method not in UNSAFE_METHODS:
         return
     sender = request.headers.get("Origin") or _origin_of(request.headers.get("Referer"))
-    own = {current_app.config["BASE_URL"], request.host_url.rstrip("/")}
+    own = {get_gallery().settings.origin, request.host_url.rstrip("/")}
     cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
     if cross_site or (sender is not None and sender not in own):
         raise Forbidden("Cross-site requests are not accepted.")
@@ -66,44 +67,63 @@ def check_csrf() -> None:
         raise Forbidden("The form's CSRF token is missing or stale; reload the page and retry.")
 
 
-def charge_upload(pixels: int) -> TooManyRequests | None:
-    """Count one file of `pixels` (as stored; 0 for a file that is no acceptable image)
-    against the client's budgets, files (`UPLOAD_RATE`) and megapixels (`UPLOAD_MEGAPIXELS`),
-    shared by every node through Redis when `REDIS_URL` is set; the 429 (with `Retry-After`)
-    of the budget it is over, or None when it was counted.
+class UploadBudget:
+    """Each client's upload budget: files (`UPLOAD_RATE`) and megapixels (`UPLOAD_MEGAPIXELS`)
+    per period, in flask-limiter's moving windows, in memory or, with `REDIS_URL`, in Redis
+    shared by every node."""
 
-    The client is `request.remote_addr`: the real client address when `TRUSTED_PROXIES`
-    matches the proxies in front (see `init_app`). While Redis cannot be reached the file is
-    let through (logged): the bounded encode queue still caps the work, and an outage of the
-    limiter's store does not stop every upload.
-    """
-    limiter = current_app.extensions["latent_gallery.upload_limiter"].limiter
-    rates: dict[str, RateLimitItem] = current_app.extensions["latent_gallery.upload_rates"]
-    costs = {"files": 1, **({"megapixels": math.ceil(pixels / 1e6)} if pixels else {})}
-    keys = {unit: (KEY_PREFIX, UPLOAD_SCOPE, unit, client_address()) for unit in costs}
-    try:
-        for unit, cost in costs.items():
-            if not limiter.test(rates[unit], *keys[unit], cost=cost):
-                return _over_budget(limiter, rates[unit], keys[unit], unit)
-        for unit, cost in costs.items():
-            limiter.hit(rates[unit], *keys[unit], cost=cost)
-    except StorageError as error:
-        log.warning("upload rate limit not applied, its store is unreachable: %s", error)
-    return None
+    def __init__(self, app: Flask, settings: Settings, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.rates: dict[str, RateLimitItem] = {
+            unit: RateLimitItemPerSecond(count, int(period))
+            for unit, (count, period) in (
+                ("files", settings.upload_rate), ("megapixels", settings.upload_megapixels)
+            )
+        }  # fmt: skip
+        redis = settings.redis_url
+        self.limiter = Limiter(
+            get_remote_address,
+            app=app,
+            storage_uri=redis or "memory://",
+            storage_options={
+                "wrap_exceptions": True,
+                **({"socket_timeout": REDIS_TIMEOUT_S} if redis else {}),
+            },
+            strategy="moving-window",
+        ).limiter
 
+    def charge(self, pixels: int, client: str) -> TooManyRequests | None:
+        """Count one file of `pixels` (as stored; 0 for a file that is no acceptable image)
+        against `client`'s budgets; the 429 (with `Retry-After`) of the budget it is over, or
+        None when it was counted.
 
-def _over_budget(
-    limiter: RateLimiter, rate: RateLimitItem, key: tuple[str, ...], unit: str
-) -> TooManyRequests:
-    """The 429 of a client over its budget of `unit` (files or megapixels) per period."""
-    current_app.extensions["latent_gallery.metrics"].rejected.labels("rate_limit").inc()
-    reset = limiter.get_window_stats(rate, *key).reset_time
-    period = rate.get_expiry()
-    return TooManyRequests(
-        f"Too many uploads from your address: at most {rate.amount} {unit} per {period:g} s; "
-        "this file was not stored. Wait a moment and retry.",
-        retry_after=max(1, math.ceil(reset - time.time())),
-    )
+        The client is the request's address: the real client address when `TRUSTED_PROXIES`
+        matches the proxies in front (see `init_app`). While Redis cannot be reached the file
+        is let through (logged): the bounded encode queue still caps the work, and an outage
+        of the limiter's store does not stop every upload.
+        """
+        costs = {"files": 1, **({"megapixels": math.ceil(pixels / 1e6)} if pixels else {})}
+        keys = {unit: (KEY_PREFIX, UPLOAD_SCOPE, unit, client) for unit in costs}
+        try:
+            for unit, cost in costs.items():
+                if not self.limiter.test(self.rates[unit], *keys[unit], cost=cost):
+                    return self._over_budget(self.rates[unit], keys[unit], unit)
+            for unit, cost in costs.items():
+                self.limiter.hit(self.rates[unit], *keys[unit], cost=cost)
+        except StorageError as error:
+            log.warning("upload rate limit not applied, its store is unreachable: %s", error)
+        return None
+
+    def _over_budget(self, rate: RateLimitItem, key: tuple[str, ...], unit: str) -> TooManyRequests:
+        """The 429 of a client over its budget of `unit` (files or megapixels) per period."""
+        self.metrics.rejected.labels("rate_limit").inc()
+        reset = self.limiter.get_window_stats(rate, *key).reset_time
+        period = rate.get_expiry()
+        return TooManyRequests(
+            f"Too many uploads from your address: at most {rate.amount} {unit} per {period:g} s; "
+            "this file was not stored. Wait a moment and retry.",
+            retry_after=max(1, math.ceil(reset - time.time())),
+        )
 
 
 def _origin_of(url: str | None) -> str | None:
@@ -123,27 +143,13 @@ def set_headers(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask) -> None:
-    """Install the CSRF check, the headers, the `csrf_token` global, the upload limiter
-    (flask-limiter: in memory, or in Redis at `REDIS_URL`) and, with `TRUSTED_PROXIES` > 0,
-    werkzeug's `ProxyFix` trusting that many hops of `X-Forwarded-For/-Proto/-Host`."""
-    hops = app.config["TRUSTED_PROXIES"]
+def init_app(app: Flask, settings: Settings) -> None:
+    """Install the CSRF check, the headers, the `csrf_token` global and, with
+    `TRUSTED_PROXIES` > 0, werkzeug's `ProxyFix` trusting that many hops of
+    `X-Forwarded-For/-Proto/-Host`."""
+    hops = settings.trusted_proxies
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-    app.extensions["latent_gallery.upload_rates"] = {
-        unit: RateLimitItemPerSecond(app.config[setting][0], int(app.config[setting][1]))
-        for unit, setting in (("files", "UPLOAD_RATE"), ("megapixels", "UPLOAD_MEGAPIXELS"))
-    }
-    app.extensions["latent_gallery.upload_limiter"] = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri=app.config["REDIS_URL"] or "memory://",
-        storage_options={
-            "wrap_exceptions": True,
-            **({"socket_timeout": REDIS_TIMEOUT_S} if app.config["REDIS_URL"] else {}),
-        },
-        strategy="moving-window",
-    )
     app.before_request(check_csrf)
     app.after_request(set_headers)
     app.jinja_env.globals["csrf_token"] = csrf_token

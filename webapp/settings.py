@@ -2,7 +2,7 @@
 
 `Settings.from_env()` reads every variable in the README's Configuration table: the codec's
 (`codec.CodecSettings`), the web app's and the server's (`gunicorn.conf.py`). `create_app`
-copies the web part into `app.config` under upper-case keys, which `test_config` overrides.
+keeps it on the app's `Gallery` (`gallery.settings`); tests pass their own.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from codec.settings import CodecSettings, env_number
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
 _BASE_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 _FLAGS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
     ("0", "false", "no", "off"), False
 )
@@ -41,7 +44,7 @@ class Settings:
     """Longest side an image is stored at; larger uploads are scaled down to it."""
     render_queue: int = 64
     render_batch: int | None = None
-    """None: `auto` (`decode_batcher.auto_batch`, by the decoder's device)."""
+    """None: `auto` (`render.batcher.auto_batch`, by the decoder's device)."""
     decode_timeout: float = 30.0
     warm_on_start: bool = True
     previews: bool = True
@@ -96,39 +99,31 @@ class Settings:
             upload_wait=number("UPLOAD_WAIT", d.upload_wait, float),
             bind=environ.get("LATENT_GALLERY_BIND", d.bind),
             threads=number("THREADS", d.threads),
-            log_level=environ.get("LATENT_GALLERY_LOG_LEVEL", d.log_level).lower(),
-            database_url=environ.get("LATENT_GALLERY_DATABASE_URL", d.database_url),
+            log_level=parse_choice(
+                "LATENT_GALLERY_LOG_LEVEL",
+                environ.get("LATENT_GALLERY_LOG_LEVEL", d.log_level),
+                LOG_LEVELS,
+            ),
+            database_url=parse_url(
+                "LATENT_GALLERY_DATABASE_URL",
+                environ.get("LATENT_GALLERY_DATABASE_URL", ""),
+                DATABASE_SCHEMES,
+            ),
             storage_url=environ.get("LATENT_GALLERY_STORAGE_URL", d.storage_url),
-            redis_url=environ.get("LATENT_GALLERY_REDIS_URL") or None,
+            redis_url=parse_url(
+                "LATENT_GALLERY_REDIS_URL",
+                environ.get("LATENT_GALLERY_REDIS_URL", ""),
+                REDIS_SCHEMES,
+            )
+            or None,
             trusted_proxies=parse_hops(environ.get("LATENT_GALLERY_TRUSTED_PROXIES", "0")),
             base_url=parse_base_url(environ.get("LATENT_GALLERY_BASE_URL", "")),
         )
 
-    def app_config(self) -> dict[str, Any]:
-        """The web app's part, as `app.config` keys."""
-        return {
-            "DATA": self.data,
-            "CACHE_BYTES": self.cache_bytes,
-            "MAX_CONTENT_LENGTH": self.max_upload_bytes,
-            "SECRET_KEY": self.secret_key,
-            "UPLOAD_RATE": self.upload_rate,
-            "UPLOAD_MEGAPIXELS": self.upload_megapixels,
-            "MAX_FILES": self.max_files,
-            "MAX_SIDE": self.max_side,
-            "RENDER_QUEUE": self.render_queue,
-            "RENDER_BATCH": self.render_batch,
-            "DECODE_TIMEOUT": self.decode_timeout,
-            "WARM_ON_START": self.warm_on_start,
-            "PREVIEWS": self.previews,
-            "ENCODE_QUEUE": self.encode_queue,
-            "UPLOAD_WAIT": self.upload_wait,
-            "DATABASE_URL": self.database_url,
-            "STORAGE_URL": self.storage_url,
-            "REDIS_URL": self.redis_url,
-            "TRUSTED_PROXIES": self.trusted_proxies,
-            "BASE_URL": self.base_url or local_base_url(self.bind),
-            "THREADS": self.threads,
-        }
+    @property
+    def origin(self) -> str:
+        """The origin absolute URLs are built on: `base_url`, or the bind address's."""
+        return self.base_url or local_base_url(self.bind)
 
 
 def parse_rate(name: str, text: str) -> tuple[int, float]:
@@ -137,6 +132,23 @@ def parse_rate(name: str, text: str) -> tuple[int, float]:
     if not match or int(match[1]) < 1:
         raise ValueError(f"{name}={text!r}: expected '<count>/<second|minute|hour|day>'")
     return int(match[1]), float(_PERIODS[match[2]])
+
+
+def parse_choice(name: str, text: str, choices: tuple[str, ...]) -> str:
+    """`text` in lower case if it is one of `choices`."""
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={text!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def parse_url(name: str, text: str, schemes: tuple[str, ...]) -> str:
+    """`text` ("" for unset) if its scheme (before `://`, a `+driver` aside) is one of
+    `schemes`."""
+    scheme = text.partition("://")[0].partition("+")[0]
+    if text and ("://" not in text or scheme not in schemes):
+        raise ValueError(f"{name}={text!r}: expected a URL starting {' or '.join(schemes)}://")
+    return text
 
 
 def parse_flag(name: str, text: str) -> bool:

@@ -29,8 +29,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flask import abort, current_app
-
 from .blobs import TEMP_SUFFIX, BlobExistsError, BlobStore, StorageFullError, open_blobs
 from .metadata import ImageRecord, MetadataStore
 
@@ -39,8 +37,6 @@ __all__ = [
     "ImageStore",
     "StorageFullError",
     "StoreOwnershipError",
-    "get_record_or_404",
-    "get_store",
 ]
 
 log = logging.getLogger(__name__)
@@ -296,13 +292,3 @@ def _decode_cursor(cursor: str) -> int:
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValueError(f"invalid cursor {cursor!r}") from None
-
-
-def get_store() -> ImageStore:
-    """The current app's store."""
-    return current_app.extensions["latent_gallery.store"]
-
-
-def get_record_or_404(image_id: str) -> ImageRecord:
-    """The record of an id, or a 404."""
-    return get_store().get(image_id) or abort(404, "No image has this id.")

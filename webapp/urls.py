@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Response, current_app, make_response, url_for
+from flask import Response, make_response, url_for
+
+from .gallery import get_gallery
 
 
 def absolute_url(endpoint: str, **values: Any) -> str:
     """The URL of `endpoint` on the site's public origin (`BASE_URL`)."""
-    return current_app.config["BASE_URL"] + url_for(endpoint, **values)
+    return get_gallery().settings.origin + url_for(endpoint, **values)
 
 
 def no_store(

@@ -2,7 +2,8 @@
 
 A method turns a scaled float latent `(C, H, W)` into two byte strings, `params` (small,
 stored in the file header: step sizes, palette size, …) and `payload` (the coded symbols),
-and back. `decompress` must raise `LatentFileError` (never anything else) on bytes that do not
+and back; `round_trip` gives the latent such a file holds, for searches that quantize many
+candidates. `decompress` must raise `LatentFileError` (never anything else) on bytes that do not
 parse, and must not allocate more than the `shape` it is given implies.
 """
 
@@ -37,3 +38,12 @@ class QuantizationMethod(ABC):
     @abstractmethod
     def decompress(self, params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """The float32 latent `(C, H, W)` that `compress` coded."""
+
+    def round_trip(self, latent: np.ndarray, quality: int, exact: bool = True) -> np.ndarray:
+        """The float32 latent a file of `latent` at `quality` holds.
+
+        `exact=False` allows a cheaper close approximation where a method has one (a search's
+        inner loop); by default both are `decompress` of `compress`.
+        """
+        compressed = self.compress(latent, quality)
+        return self.decompress(compressed.params, compressed.payload, latent.shape)

@@ -39,8 +39,8 @@ class LatentAutoencoder:
     whole run, so it sees one precision throughout. On CUDA the model runs in fp16 and falls
     back to fp32 for good, under the lock, if fp16 ever gives a non-finite result.
     `rounded_fingerprints` are the encoder's and decoder's fingerprints at bfloat16 precision
-    (see `codec.correction`). `twin` makes a copy in another precision for searches, `proxy` a
-    cheaper search model where the family has one.
+    (see `codec.learned_weights`). `twin` makes a copy in another precision for searches;
+    `codec.models.taesd.search_proxy` gives a cheaper search model where the family has one.
     """
 
     family: str = ""
@@ -87,30 +87,6 @@ class LatentAutoencoder:
         if dtype == self.dtype:
             return self
         return self.copy(dtype)
-
-    def proxy(self) -> LatentAutoencoder | None:
-        """A search model about half as costly as the decoder whose images approximate the
-        decoder's at `pixel_scale`; None where the family has none."""
-        return None
-
-    def last_stage(self) -> torch.nn.Module:
-        """The decoder's layers after its last 2× upsample (shared, not copied), which a proxy
-        runs at half scale; only families with a proxy have one."""
-        raise NotImplementedError
-
-    def half_scale_features(self, latents: torch.Tensor) -> torch.Tensor:
-        """What the decoder's layers before its last upsample make of latents: the last
-        stage's input, at half scale (with autograd; only families with a proxy)."""
-        raise NotImplementedError
-
-    def thumbnail_parts(
-        self,
-    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Sequential] | None:
-        """The decoder split for `codec.thumbnail_decoder` (its layers, shared, not copied):
-        latents to features at 1/4 scale, and the rest without the last 2× upsample, which
-        renders those features resized to a thumbnail's size; None where the family has no
-        such split."""
-        return None
 
     def copy(self, dtype: torch.dtype | None = None) -> LatentAutoencoder:
         """A copy of this model in `dtype` (by default its own) and channels-last memory, with

@@ -1,15 +1,18 @@
-"""Resolve a model spec (hub id, folder or file) to a loaded `LatentAutoencoder`."""
+"""Resolve a model spec (hub id, folder or file) to a loaded `LatentAutoencoder`, or to the
+files its weights load from."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
 
 from ..device import preferred_dtype, resolve_device
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, SettingsError
 from .autoencoder_kl import DEFAULT_HUB_ID as KL_HUB_ID
 from .autoencoder_kl import SINGLE_FILE_SUFFIXES, load_kl
 from .base import LatentAutoencoder
@@ -27,6 +30,44 @@ EXPECTED_FILES = (
     "a folder with taesd_encoder.safetensors + taesd_decoder.safetensors, "
     "or a single AutoencoderKL .safetensors/.ckpt file"
 )
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""The shape of a Hugging Face hub id: `owner/name`."""
+
+
+def check_spec(spec: str, setting: str) -> None:
+    """Raise `SettingsError` (naming `setting`) unless `spec` is an alias, an existing local
+    file or folder, or shaped like a hub id; what a path holds is checked when it loads."""
+    if spec in ALIASES or (spec and Path(spec).exists()):
+        return
+    if spec.startswith((".", "/", "~")):
+        raise SettingsError(f"{setting}={spec!r}: no such file or folder")
+    if not HUB_ID.fullmatch(spec):
+        raise SettingsError(
+            f"{setting}={spec!r}: expected a local file or folder, a hub id (owner/name) or "
+            f"one of {', '.join(ALIASES)}"
+        )
+
+
+def decoder_files(spec: str) -> list[Path]:
+    """The files the decoder `spec` names loads its weights from, found without loading it: the
+    file itself, a TAESD pair's decoder file, or a diffusers folder's files (a hub id's in the
+    local Hugging Face cache; none while it is not downloaded)."""
+    spec = ALIASES.get(spec, spec)
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        try:
+            config = try_to_load_from_cache(spec, "config.json")
+        except ValueError:  # not a hub id
+            return []
+        if not isinstance(config, str):
+            return []
+        path = Path(config).parent
+    pair = comfy_pair(path)
+    if pair is not None:
+        return [pair[1]]
+    return sorted(file for file in path.iterdir() if file.is_file())
 
 
 def family_of(spec: str) -> str:

@@ -1,4 +1,8 @@
-"""TAESD (`diffusers.AutoencoderTiny`): hub id, diffusers folder, or ComfyUI/A1111 file pair."""
+"""TAESD (`diffusers.AutoencoderTiny`): hub id, diffusers folder, or ComfyUI/A1111 file pair.
+
+Only TAESD has a half-resolution search proxy and a thumbnail split: `search_proxy` and
+`thumbnail_parts` ask any model for them.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from ..spaces import SD1, SDXL, LatentSpace
 from .base import LatentAutoencoder
 
 DEFAULT_HUB_ID = "madebyollin/taesd"
+ThumbnailParts = tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Sequential]
+"""Latents to the decoder's 1/4-scale features, and the layers that render them resized."""
 
 
 class TinyAutoencoder(LatentAutoencoder):
@@ -32,24 +38,29 @@ class TinyAutoencoder(LatentAutoencoder):
         return (self.module.decoder(latents) + 1) / 2
 
     def proxy(self) -> TinyAutoencoder:
-        """A channels-last copy that decodes at half resolution: the decoder's last 2× upsample
-        is skipped and its last stage runs on the half-scale features, about 0.4× of a decoder
-        pass (forward and backward) on the 2-core AVX2 EPYC."""
+        """A channels-last copy that decodes at half resolution (`pixel_scale` 2): the
+        decoder's last 2× upsample is skipped and its last stage runs on the half-scale
+        features, about 0.4× of a decoder pass (forward and backward) on the 2-core AVX2 EPYC."""
         proxy = self.copy()
         proxy.pixel_scale = 2
         return proxy
 
     def last_stage(self) -> torch.nn.Sequential:
+        """The decoder's layers after its last 2× upsample (shared, not copied), which a proxy
+        runs at half scale."""
         decoder = self.module.decoder
         return decoder.layers[_upsamples(decoder)[-1] + 1 :]
 
     def half_scale_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the decoder's layers before its last upsample make of latents: the last
+        stage's input, at half scale (with autograd)."""
         decoder = self.module.decoder
         return decoder.layers[: _upsamples(decoder)[-1]](torch.tanh(latents / 3) * 3)
 
-    def thumbnail_parts(
-        self,
-    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.nn.Sequential]:
+    def thumbnail_parts(self) -> ThumbnailParts:
+        """The decoder split for `codec.thumbnail_decoder` (its layers, shared, not copied):
+        latents to features at 1/4 scale, and the rest without the last 2× upsample, which
+        renders those features resized to a thumbnail's size."""
         layers = self.module.decoder.layers
         before_last, last = _upsamples(self.module.decoder)[-2:]
 
@@ -57,6 +68,18 @@ class TinyAutoencoder(LatentAutoencoder):
             return layers[:before_last](torch.tanh(latents / 3) * 3)
 
         return features, torch.nn.Sequential(*layers[before_last + 1 : last], *layers[last + 1 :])
+
+
+def search_proxy(model: LatentAutoencoder) -> LatentAutoencoder | None:
+    """A search model about half as costly as `model`'s decoder whose images approximate the
+    decoder's at its `pixel_scale` (`TinyAutoencoder.proxy`); None for other families."""
+    return model.proxy() if isinstance(model, TinyAutoencoder) else None
+
+
+def thumbnail_parts(model: LatentAutoencoder) -> ThumbnailParts | None:
+    """`model`'s decoder split for `codec.thumbnail_decoder` (`TinyAutoencoder.thumbnail_parts`);
+    None for other families."""
+    return model.thumbnail_parts() if isinstance(model, TinyAutoencoder) else None
 
 
 def _upsamples(decoder: torch.nn.Module) -> list[int]:

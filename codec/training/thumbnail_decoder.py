@@ -1,6 +1,7 @@
 """Fine-tune the thumbnail decoder (`codec.thumbnail_decoder`) on photos.
 
-    python -m codec.train_thumbnail_decoder --images DIR_OR_FILE [...] [--steps 3000] [--out FILE]
+    python -m codec.training.thumbnail_decoder --images DIR_OR_FILE [...] [--steps 3000]
+                                               [--out FILE]
 
 The models come from `LATENT_GALLERY_ENCODER` / `LATENT_GALLERY_DECODER`. Each photo (and a
 half-size copy) is encoded and coded as an upload is; the input is the decoder's 1/4-scale
@@ -21,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fit_preview import stored_latents
-from .fitting import descend, fitting_parser, run_fitting
-from .pipeline import Codec
-from .thumbnail_decoder import THUMBNAIL_DECODERS, ThumbnailDecoder, resize, save_decoder
+from ..pipeline import Codec
+from ..thumbnail_decoder import THUMBNAIL_DECODERS, ThumbnailDecoder, resize, save_decoder
+from .command import run_tool, tool_parser
+from .data import random_crops, stored_latents
+from .descent import descend
 
 MARGIN = 6  # thumbnail pixels at each crop border left out of the loss
 SCALES = (1 / 6, 1 / 2)  # the range each step's scale is drawn from
@@ -67,24 +69,17 @@ def train(
     torch.manual_seed(seed)
     stage = thumbnails.stage.float().train().requires_grad_(True)
     generator = np.random.default_rng(seed)
-    m, side, device = MARGIN, crop * factor, thumbnails.model.device
+    m, device = MARGIN, thumbnails.model.device
     low, high = np.log(SCALES)
 
     def loss() -> torch.Tensor:
         at_half = generator.uniform() < AT_HALF
         scale = SCALES[1] if at_half else float(np.exp(generator.uniform(low, high)))
-        inputs, targets = [], []
-        for index in generator.integers(len(pairs), size=batch):
-            features, target = pairs[index]
-            y = generator.integers(features.shape[1] - crop + 1)
-            x = generator.integers(features.shape[2] - crop + 1)
-            inputs.append(features[:, y : y + crop, x : x + crop])
-            targets.append(
-                target[:, factor * y : factor * y + side, factor * x : factor * x + side]
-            )
-        inputs = torch.stack(inputs).to(device, memory_format=torch.channels_last)
-        out = thumbnails.render(inputs, (scale, scale))
-        wanted = resize(torch.stack(targets).to(device), (scale, scale), "bicubic")
+        inputs, targets = random_crops(pairs, batch, crop, factor, generator)
+        out = thumbnails.render(
+            inputs.to(device, memory_format=torch.channels_last), (scale, scale)
+        )
+        wanted = resize(targets.to(device), (scale, scale), "bicubic")
         h, w = wanted.shape[-2:]
         return torch.mean((out[..., m : h - m, m : w - m] - wanted[..., m:-m, m:-m]) ** 2)
 
@@ -93,10 +88,8 @@ def train(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m codec.train_thumbnail_decoder`."""
-    parser = fitting_parser(
-        "train_thumbnail_decoder", __doc__, f"{THUMBNAIL_DECODERS}/<decoder>.safetensors"
-    )
+    """The command line of `python -m codec.training.thumbnail_decoder`."""
+    parser = tool_parser(THUMBNAIL_DECODERS, __doc__, "<decoder>.safetensors")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8, help="crops per step")
     parser.add_argument("--crop", type=int, default=48, help="crop side in 1/4-scale features")
@@ -109,19 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Encode the photos, fine-tune, and write the thumbnail decoder's file."""
     args = build_parser().parse_args(argv)
 
-    def fit(codec: Codec, paths: list[Path]) -> str:
+    def learn(codec: Codec, paths: list[Path]) -> str:
         thumbnails = ThumbnailDecoder(codec.decoder)
         pairs = distillation_pairs(codec, paths, thumbnails)
         train(
             pairs, thumbnails, steps=args.steps, batch=args.batch, crop=args.crop,
             lr=args.lr, seed=args.seed,
         )  # fmt: skip
-        out = args.out or THUMBNAIL_DECODERS / f"{codec.decoder.family}.safetensors"
+        out = args.out or THUMBNAIL_DECODERS.folder / f"{codec.decoder.family}.safetensors"
         notes = f"{len(pairs)} pictures (photos and half-size copies), {args.steps} steps"
         save_decoder(thumbnails, out, notes)
         return f"wrote {out}: {notes}"
 
-    return run_fitting(args.images, fit)
+    return run_tool(args.images, learn)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""The process's codec: loaded on first use, a failed load retried with exponential backoff.
+"""The app's codec: its settings checked at start, its models loaded on first use, a failed load
+retried with exponential backoff.
 
-`require()` returns the loaded codec or raises `ModelUnavailableError`. A
-failed load is not kept for the life of the process: the next call after `retry_at` tries
-again (1 s, then 2, 4, ... up to 60 s apart), so weights fixed on disk or a hub that comes
-back are picked up without a restart, and calls in between fail at once instead of each
-trying a load. `error` (logged, never shown to clients) says why the models are missing.
+`codec` is there from the start (`codec.load_codec` validated its settings and loaded nothing),
+so what needs no model (a render's URL and version, the pixel limit) never waits for one.
+`require()` returns it with its models loaded, or raises `ModelUnavailableError`. A failed load
+is not kept for the life of the process: the next call after `retry_at` tries again (1 s, then
+2, 4, ... up to 60 s apart), so weights fixed on disk or a hub that comes back are picked up
+without a restart, and calls in between fail at once instead of each trying a load. `error`
+(logged, never shown to clients) says why the models are missing.
 """
 
 from __future__ import annotations
@@ -24,51 +27,50 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 
 
-class ModelHost:
-    """Loads the codec from `factory` on first use; `when_loaded` runs code after the load."""
+class CodecHost:
+    """Holds the codec; loads its models on first `require`; `when_loaded` runs code after."""
 
     def __init__(
         self,
-        factory: Callable[[], Codec],
+        codec: Codec,
         *,
         retry_first: float = RETRY_FIRST_S,
         retry_max: float = RETRY_MAX_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._factory = factory
+        self.codec = codec
         self._retry_first = self._backoff = retry_first
         self._retry_max = retry_max
         self._clock = clock
         self._lock = threading.Lock()
         self._on_load: list[Callable[[Codec], None]] = []
-        self.codec: Codec | None = None
+        self.loaded = False
         self.error: str | None = None
         self.attempts = 0
         self.retry_at = 0.0
 
     def require(self) -> Codec:
-        """The loaded codec, loading it if none is and a retry is due; else
-        `ModelUnavailableError` with the last load's error."""
-        codec = self.codec
-        if codec is not None:
-            return codec
+        """The codec with its models loaded, loading them if they are not and a retry is due;
+        else `ModelUnavailableError`."""
+        if self.loaded:
+            return self.codec
         with self._lock:
-            if self.codec is None and self._clock() >= self.retry_at:
+            if not self.loaded and self._clock() >= self.retry_at:
                 self._load()
-            codec, callbacks = self.codec, self._on_load
-            if codec is not None:
+            loaded, callbacks = self.loaded, self._on_load
+            if loaded:
                 self._on_load = []
-        if codec is None:
+        if not loaded:
             raise ModelUnavailableError("the models are not loaded; the server's log says why")
         for callback in callbacks:
-            callback(codec)
-        return codec
+            callback(self.codec)
+        return self.codec
 
     def when_loaded(self, callback: Callable[[Codec], None]) -> None:
         """Call `callback(codec)` once the models are loaded: now if they are, else after the
         load that succeeds (in the thread that loaded them)."""
         with self._lock:
-            if self.codec is None:
+            if not self.loaded:
                 self._on_load.append(callback)
                 return
         callback(self.codec)
@@ -76,13 +78,12 @@ class ModelHost:
     def _load(self) -> None:
         self.attempts += 1
         try:
-            codec = self._factory()
-            codec.load()
+            self.codec.load()
         except Exception as exc:  # any failure (bad weights, no network, out of memory) retries
             self.error = f"{type(exc).__name__}: {exc}"
             self.retry_at = self._clock() + self._backoff
             log.error("cannot load the models: %s (retry in %g s)", self.error, self._backoff)
             self._backoff = min(2 * self._backoff, self._retry_max)
             return
-        self.codec, self.error, self._backoff = codec, None, self._retry_first
-        log.info("models loaded: decoder %s", codec.decoder.describe())
+        self.loaded, self.error, self._backoff = True, None, self._retry_first
+        log.info("models loaded: decoder %s", self.codec.decoder.describe())

@@ -1,26 +1,22 @@
-"""Decoded images -> PNG bytes, and the thumbnails the gallery serves: pure functions.
+"""The sizes an image is rendered at: card thumbnails, the display render, the full size.
 
-Thumbnails are made from the full-size decode (`thumbnail`, Lanczos). Measured with TAESD on 4
-Kodak images (768x512, CPU): full decode then resize is 25.8 dB (256 px) / 23.6 dB (512 px)
-PSNR against the downsized original; decoding an area-downsampled latent instead is 3x / 1.6x
-faster (1.8 s / 3.3 s against 5.2 s) but loses 6.7 dB / 3.7 dB (blotchy colour, lost detail).
-With the full size cached, a thumbnail costs a PNG read, a resize and a PNG write (~60 ms for
-512 px on 2 busy CPU cores) instead of a decode.
+Thumbnails are made from a larger decode (`formats.thumbnail`, Lanczos) or decoded straight to
+their size by the thumbnail decoder. Measured with TAESD on 4 Kodak images (768x512, CPU): full
+decode then resize is 25.8 dB (256 px) / 23.6 dB (512 px) PSNR against the downsized original;
+decoding an area-downsampled latent instead is 3x / 1.6x faster but loses 6.7 dB / 3.7 dB
+(blotchy colour, lost detail).
 """
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
-
-from codec.images import fit_within, thumbnail_size
+from codec.images import fit_within
 
 THUMB_WIDTHS = (256, 512)
+CARD_WIDTH = THUMB_WIDTHS[0]
+"""A gallery card's `src`; the larger widths go in its `srcset`."""
 DISPLAY_SIDE = 1024
 """The longest side of an image's display render, what its page shows: about what a laptop
 screen's viewer holds, and a quarter of a 2048-px photo's pixels (about 2 s on a 2-core CPU)."""
-PNG_COMPRESS_LEVEL = 1  # 3x faster than the default 6 for ~5% more bytes on decoded photos
 
 
 def effective_width(image_width: int, width: int | None) -> int | None:
@@ -47,25 +43,6 @@ def render_widths(width: int, height: int) -> list[int]:
     display width (narrower for a portrait)."""
     display = display_width(width, height)
     return sorted({*THUMB_WIDTHS, DISPLAY_SIDE, *([display] if display else [])})
-
-
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes without metadata."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> Image.Image:
-    """The image of PNG bytes, loaded."""
-    with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-        return image.convert("RGB")
-
-
-def thumbnail(image: Image.Image, width: int) -> Image.Image:
-    """The full-size image scaled to `width` (aspect kept), Lanczos: the one thumbnail step."""
-    size = thumbnail_size(image.width, image.height, width)
-    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
 def rendered_bytes(width: int, height: int) -> int:

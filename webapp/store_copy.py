@@ -1,4 +1,4 @@
-"""`migrate-store`: copy a gallery's latent files and rows to another blob store and/or database
+"""`copy-store`: copy a gallery's latent files and rows to another blob store and/or database
 (folder -> S3 and back, SQLite -> PostgreSQL), as pict-rs does.
 
 Resumable: a file the target already holds with the same SHA-256 and a row whose id it already
@@ -25,13 +25,13 @@ from .storage import ImageStore, blob_names_of
 ROW_BATCH = 500
 
 
-class MigrationError(RuntimeError):
-    """The migration cannot go on, or its result does not verify."""
+class StoreCopyError(RuntimeError):
+    """The copy cannot go on, or its result does not verify."""
 
 
 @dataclass
-class MigrationReport:
-    """What a migration did."""
+class StoreCopyReport:
+    """What a copy did."""
 
     images: int = 0
     files_copied: int = 0
@@ -43,30 +43,30 @@ class MigrationReport:
     def summary(self) -> str:
         """One line for the command's output."""
         return (
-            f"{self.images} images migrated and verified: {self.files_copied} files copied, "
+            f"{self.images} images copied and verified: {self.files_copied} files copied, "
             f"{self.files_present} already there; {self.rows_copied} rows copied, "
             f"{self.rows_present} already there; {self.missing} without a file skipped"
         )
 
 
-def migrate(
+def copy_store(
     source: ImageStore, target: ImageStore, *, workers: int = 8, skip_missing: bool = False
-) -> MigrationReport:
+) -> StoreCopyReport:
     """Copy every image of `source` (file and row) into `target`, verify, then give the target
     its store marker if it has none (it now holds the database's latents, so repair accepts it)."""
     same_blobs = source.blobs.url == target.blobs.url
     same_rows = _database(source) == _database(target)
     if same_blobs and same_rows:
-        raise MigrationError("the source and the target are the same store")
+        raise StoreCopyError("the source and the target are the same store")
     target.metadata.upgrade()
     rows = list(source.metadata.rows())
-    report = MigrationReport()
+    report = StoreCopyReport()
     with ThreadPoolExecutor(workers) as pool:
         copies = pool.map(lambda row: _copy_file(source, target, row[0], same_blobs), rows)
         checksums = dict(_progress(copies, len(rows), "files"))
     missing = [record.id for record, _ in rows if checksums[record.id] is None]
     if missing and not skip_missing:
-        raise MigrationError(
+        raise StoreCopyError(
             f"{len(missing)} images have no latent file in {source.blobs.url} "
             f"(e.g. {missing[0]}); --skip-missing leaves them out"
         )
@@ -106,7 +106,7 @@ def _copy_file(
             copied = True
         except BlobExistsError:
             if target.blobs.get(name) != data:
-                raise MigrationError(
+                raise StoreCopyError(
                     f"{name} differs in {target.blobs.url} from {source.blobs.url}"
                 ) from None
     return record.id, (copied, checksum)
@@ -124,7 +124,7 @@ def _copy_rows(
     source: ImageStore,
     target: ImageStore,
     rows: list[tuple[ImageRecord, bytes]],
-    report: MigrationReport,
+    report: StoreCopyReport,
 ) -> None:
     """Insert the rows the target lacks, oldest first, and the settings (the session key)."""
     present = target.metadata.ids()
@@ -143,7 +143,7 @@ def _verify(
     """Counts and checksums: every id has its row and files with the expected SHA-256."""
     lacking = set(expected) - target.metadata.ids()
     if lacking:
-        raise MigrationError(f"{len(lacking)} rows missing in the target, e.g. {min(lacking)}")
+        raise StoreCopyError(f"{len(lacking)} rows missing in the target, e.g. {min(lacking)}")
 
     def checksum(image_id: str) -> tuple[str, str | None]:
         try:
@@ -155,7 +155,7 @@ def _verify(
     found = dict(_progress(pool.map(checksum, expected), len(expected), "verified"))
     wrong = sorted(image_id for image_id, value in found.items() if value != expected[image_id][1])
     if wrong:
-        raise MigrationError(f"{len(wrong)} files missing or different in the target: {wrong[0]}")
+        raise StoreCopyError(f"{len(wrong)} files missing or different in the target: {wrong[0]}")
 
 
 def _database(store: ImageStore) -> str:

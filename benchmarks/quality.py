@@ -1,15 +1,16 @@
-"""Image quality metrics on 8-bit RGB images: PSNR, MS-SSIM, SSIMULACRA 2, bits per pixel."""
+"""Image quality against a reference (8-bit RGB): MS-SSIM, SSIMULACRA 2 and the codec's PSNR."""
 
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import torch
 from PIL import Image
 from pytorch_msssim import ms_ssim as _ms_ssim
 from ssimulacra2 import compute_ssimulacra2
+
+from codec.measures import psnr
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
@@ -19,14 +20,6 @@ def _rgb(image: Image.Image) -> np.ndarray:
 def _same_size(reference: Image.Image, distorted: Image.Image) -> None:
     if reference.size != distorted.size:
         raise ValueError(f"image sizes differ: {reference.size} vs {distorted.size}")
-
-
-def psnr(reference: Image.Image, distorted: Image.Image) -> float:
-    """PSNR in dB over the three 8-bit RGB channels; `inf` for identical images."""
-    _same_size(reference, distorted)
-    diff = _rgb(reference).astype(np.float64) - _rgb(distorted).astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(reference: Image.Image, distorted: Image.Image) -> float:
@@ -51,11 +44,6 @@ def ssimulacra2(reference: Image.Image, distorted: Image.Image) -> float:
         return buffer
 
     return float(compute_ssimulacra2(png(reference), png(distorted)))
-
-
-def bits_per_pixel(n_bytes: int, width: int, height: int) -> float:
-    """File size in bits per image pixel."""
-    return 8 * n_bytes / (width * height)
 
 
 def measure(reference: Image.Image, distorted: Image.Image) -> dict[str, float]:

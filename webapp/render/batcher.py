@@ -32,8 +32,8 @@ import torch
 from codec import Codec, LatentFile
 from codec.images import thumbnail_size
 
-from .metrics import Metrics
-from .unavailable import DeadlineError, ModelUnavailableError, QueueFullError
+from ..metrics import Metrics
+from ..unavailable import DeadlineError, ModelUnavailableError, QueueFullError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Benchmark metrics and Bjøntegaard deltas (needs the `bench` extra)."""
+"""Benchmark quality measures (with the codec's PSNR and rate) and Bjøntegaard deltas (needs
+the `bench` extra)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ pytest.importorskip("pytorch_msssim", reason="the bench extra is not installed")
 pytest.importorskip("scipy", reason="the bench extra is not installed")
 pytest.importorskip("ssimulacra2", reason="the bench extra is not installed")
 
-from benchmarks import bdrate, metrics
+from benchmarks import bdrate, quality
+from codec.measures import bits_per_pixel, psnr
 
 RATES = [0.05, 0.08, 0.12, 0.2, 0.3]
 PSNRS = [21.0, 22.5, 23.6, 24.5, 25.0]
@@ -32,35 +34,35 @@ def _shifted(image: Image.Image, delta: int) -> Image.Image:
 
 def test_psnr_identical_is_inf() -> None:
     image = _noise_image()
-    assert metrics.psnr(image, image.copy()) == math.inf
+    assert psnr(image, image.copy()) == math.inf
 
 
 def test_psnr_of_known_error() -> None:
     image = Image.new("RGB", (16, 16), (100, 100, 100))
-    assert metrics.psnr(image, _shifted(image, 5)) == pytest.approx(10 * math.log10(255**2 / 25))
+    assert psnr(image, _shifted(image, 5)) == pytest.approx(10 * math.log10(255**2 / 25))
 
 
 def test_psnr_refuses_size_mismatch() -> None:
     with pytest.raises(ValueError, match="sizes differ"):
-        metrics.psnr(_noise_image(), _noise_image(size=(128, 192)))
+        psnr(_noise_image(), _noise_image(size=(128, 192)))
 
 
 def test_ms_ssim_identical_and_degraded() -> None:
     image = _noise_image()
-    assert metrics.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
+    assert quality.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
     noisy = _noise_image(seed=1)
-    assert metrics.ms_ssim(image, noisy) < metrics.ms_ssim(image, _shifted(image, 3)) < 1.0
+    assert quality.ms_ssim(image, noisy) < quality.ms_ssim(image, _shifted(image, 3)) < 1.0
 
 
 def test_ssimulacra2_orders_distortions() -> None:
     image = _noise_image()
-    assert metrics.ssimulacra2(image, image) == pytest.approx(100.0)
+    assert quality.ssimulacra2(image, image) == pytest.approx(100.0)
     mild, strong = _shifted(image, 2), _noise_image(seed=1)
-    assert metrics.ssimulacra2(image, strong) < metrics.ssimulacra2(image, mild) < 100.0
+    assert quality.ssimulacra2(image, strong) < quality.ssimulacra2(image, mild) < 100.0
 
 
 def test_bits_per_pixel() -> None:
-    assert metrics.bits_per_pixel(4915, 768, 512) == pytest.approx(0.1, abs=1e-4)
+    assert bits_per_pixel(4915, 768, 512) == pytest.approx(0.1, abs=1e-4)
 
 
 def test_bd_rate_of_curve_against_itself_is_zero() -> None:

@@ -1,0 +1,90 @@
+"""What the training tools learn from: the photos named on the command line, their latents
+(each photo and a half-size copy, encoded, or coded as an upload is), and random crops."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from ..images import image_to_tensor
+from ..methods import get_method
+from ..models import LatentAutoencoder
+from ..pipeline import Codec
+from ..transform import correct
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+SCALES = (1.0, 0.5)
+"""Each photo's sizes: itself and a half-size copy."""
+
+
+def photo_paths(sources: Sequence[Path]) -> list[Path]:
+    """The image files named in `sources`, folders expanded (sorted), in order."""
+    paths = []
+    for source in sources:
+        if source.is_dir():
+            paths += sorted(p for p in source.iterdir() if p.suffix.lower() in SUFFIXES)
+        else:
+            paths.append(source)
+    return paths
+
+
+def encoded_latents(
+    paths: Sequence[Path], encoder: LatentAutoencoder, crop: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(latent, pixels) of each photo at each of `SCALES` that holds a `crop`-latent square.
+
+    Files that are not readable images are skipped with a line on stderr.
+    """
+    downscale = encoder.space.downscale
+    pairs = []
+    for path in tqdm(paths, desc="encoding", unit="photo", file=sys.stderr):
+        try:
+            photo = Image.open(path).convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+            continue
+        for scale in SCALES:
+            w, h = (int(side * scale) // downscale * downscale for side in photo.size)
+            if min(w, h) < crop * downscale:
+                continue
+            pixels = image_to_tensor(photo.resize((w, h), Image.LANCZOS) if scale != 1 else
+                                     photo.crop((0, 0, w, h)))  # fmt: skip
+            pairs.append((encoder.encode(pixels)[0], pixels[0]))
+    return pairs
+
+
+def stored_latents(codec: Codec, paths: Sequence[Path]) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """(dequantized latent as a file stores it, photo pixels `(3, H, W)`) per picture: each
+    photo and a half-size copy, encoded, corrected and coded at the default quality as an
+    upload at effort 0 is."""
+    coder = get_method(codec.settings.method)
+    pairs = []
+    for latent, pixels in encoded_latents(paths, codec.encoder, 1):
+        stored = coder.round_trip(correct(codec, latent.numpy()), coder.default_quality)
+        pairs.append((stored, pixels))
+    return pairs
+
+
+def random_crops(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    batch: int,
+    crop: int,
+    factor: int,
+    generator: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` crops of pairs drawn by `generator`, stacked: a `crop` square at a random place
+    of the first of a pair `(C, h, w)`, and the same place of the second, `factor` times larger."""
+    inputs, targets, side = [], [], crop * factor
+    for index in generator.integers(len(pairs), size=batch):
+        source, target = pairs[index]
+        y = generator.integers(source.shape[1] - crop + 1)
+        x = generator.integers(source.shape[2] - crop + 1)
+        inputs.append(source[:, y : y + crop, x : x + crop])
+        targets.append(target[:, y * factor : y * factor + side, x * factor : x * factor + side])
+    return torch.stack(inputs), torch.stack(targets)
