@@ -7,7 +7,7 @@ a straight-through estimator). The encoder's own latent, the last iterate and th
 on the way are then scored exactly after quantization and the best is kept, so refinement never
 does worse than the plain encoder on the model it searches on. Searching and scoring run on the
 search model the caller gives, held exclusively for the whole search: the decoder itself, its
-twin in the precision that `codec.hardware` measured fastest, or a proxy that decodes at a
+twin in the precision that `codec.plan` measured fastest, or a proxy that decodes at a
 smaller scale (`pixel_scale`), scored against the photo box-downsampled to that scale (then
 "never worse" holds as the proxy scores it, not necessarily for the decoder).
 """
@@ -50,7 +50,7 @@ def resolve_effort(
 ) -> int:
     """The effort (`auto` or 0..9) for an image of `size` (width, height).
 
-    `auto` gives what `auto` means on this machine (`codec.hardware.choose_plan`), asked only
+    `auto` gives what `auto` means on this machine (`codec.plan.choose_plan`), asked only
     when needed. Refinement works on whole images that the decoder decodes in one piece (at
     most `tile` pixels a side): `auto` is 0 for larger ones, and an explicit effort above 0 is
     a `CodecError`.

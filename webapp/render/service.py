@@ -120,6 +120,7 @@ class Renderer:
         self._read_latent = read_latent
         self._flights: dict[Source, Flight] = {}
         self._made: SingleFlight[Key, bytes] = SingleFlight()
+        self._tasks = 0  # pool tasks queued or running
         self._lock = threading.Lock()
         self.batcher = DecodeBatcher(host.require, metrics, queue_size=queue_size, batch=batch)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
@@ -130,8 +131,8 @@ class Renderer:
         return self.batcher.queue_depth
 
     def idle(self) -> bool:
-        """Whether no decode or render is under way."""
-        return not self._flights and not self._made
+        """Whether no decode or render is queued or under way."""
+        return not self._flights and not self._made and not self._tasks
 
     def render(
         self, record: ImageRecord, width: int | None = None, fmt: str = "png", client: str = ""
@@ -177,7 +178,7 @@ class Renderer:
                 source = self._source(record, width)
                 png = self._cached_png(key, source)
                 if png is not None:
-                    self._pool.submit(self._make_quietly, key, png)
+                    self._submit(self._make_quietly, key, png)
                 else:
                     flight = self._fly(record, source, Priority.BACKGROUND)
                     flight.image.add_done_callback(lambda done, key=key: self._then_make(key, done))
@@ -293,7 +294,7 @@ class Renderer:
     ) -> None:
         """`_settle` on the pool; once the pool is shut down, end the flight with why."""
         try:
-            self._pool.submit(self._settle, source, flight, pixels)
+            self._submit(self._settle, source, flight, pixels)
         except RuntimeError:
             self._land(source, flight, ModelUnavailableError("the render service is shutting down"))
 
@@ -355,9 +356,29 @@ class Renderer:
         """Once a background flight lands: make its render on the pool."""
         if flight.exception() is None:
             try:
-                self._pool.submit(self._make_quietly, key, flight.result())
+                self._submit(self._make_quietly, key, flight.result())
             except RuntimeError:
                 log.info("not rendering %s: the render service is shutting down", key)
+
+    def _submit(self, task: Callable[..., None], *args: object) -> None:
+        """Run `task(*args)` on the pool, counted until it ends (`idle`); `RuntimeError` once
+        the pool is shut down."""
+        with self._lock:
+            self._tasks += 1
+
+        def run() -> None:
+            try:
+                task(*args)
+            finally:
+                with self._lock:
+                    self._tasks -= 1
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError:
+            with self._lock:
+                self._tasks -= 1
+            raise
 
     def _warm_widths(self, record: ImageRecord) -> list[int | None]:
         """The renders warming makes, largest first, so that the smaller share its decode:
