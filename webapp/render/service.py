@@ -17,7 +17,7 @@ A visitor's request walks `Renderer.render` top to bottom:
    A decode at the latent's own size is cached as a PNG before the flight ends, so that every
    smaller width and other format is made later without a decode;
 5. the render made from the decoded image (`formats`: resize, then PNG or AVIF), once per key
-   however many ask (`SingleFlight`), and cached.
+   however many ask (`SingleFlight`), at most `ENCODE_THREADS` at once, and cached.
 
 A visitor holds one of its client's wait slots (`admission.WaitSlots`) and waits up to the
 decode timeout; when that passes while its decode is in the model, up to as long again rather
@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -57,12 +58,17 @@ log = logging.getLogger(__name__)
 
 PAGE_FORMAT = "avif"
 """The format pages show, which warming renders."""
+ENCODE_THREADS = 2
+"""Renders encoded (resize, PNG, AVIF) at once, by visitors' threads and the pool together: the
+rest of the CPU stays with the decode thread (12 AVIF encodes at once beside it slowed a cold
+gallery page on 2 cores)."""
 WARM_FULL_PIXELS = 1_500_000
 """Largest image whose full size is decoded in the background (about 5 s on a 2-core CPU):
 a visitor who arrives meanwhile waits for the decode in flight, so larger ones are decoded
 only when someone asks for them."""
 
 Key = tuple[str, int | None, str]  # (image id, width or None for the full size, format)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,8 @@ class Renderer:
         self._tasks = 0  # pool tasks queued or running
         self._lock = threading.Lock()
         self.batcher = DecodeBatcher(host.require, metrics, queue_size=queue_size, batch=batch)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
+        self._encoders = threading.BoundedSemaphore(ENCODE_THREADS)
+        self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="render-encode")
 
     @property
     def queue_depth(self) -> int:
@@ -305,7 +312,7 @@ class Renderer:
         try:
             image = pixels if isinstance(pixels, Image.Image) else tensor_to_image(pixels)
             if source.width is None:
-                self.cache.put(source.png_key, encode_png(image))
+                self.cache.put(source.png_key, self._encoding(encode_png, image))
         except Exception as exc:
             log.exception("rendering %s failed", source)
             self._land(source, flight, exc)
@@ -336,14 +343,24 @@ class Renderer:
             data = self.cache.get(key)
             if data is None:
                 if width is not None and image.width != width:
-                    image = thumbnail(image, width)
-                data = ENCODERS[fmt](image)
+                    image = self._encoding(thumbnail, image, width)
+                data = self._encoding(ENCODERS[fmt], image)
                 self.cache.put(key, data)
         except Exception as exc:
             self._made.fail(key, exc)
             raise
         self._made.resolve(key, data)
         return data
+
+    def _encoding(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` in one of the `ENCODE_THREADS` encode slots, waited for up to the
+        decode timeout."""
+        if not self._encoders.acquire(timeout=self.timeout):
+            raise DeadlineError(f"the render took longer than {self.timeout:g} s")
+        try:
+            return work(*args)
+        finally:
+            self._encoders.release()
 
     def _make_quietly(self, key: Key, source: Image.Image | bytes) -> None:
         """`_make` in the background, from an image or a PNG; a failure is logged."""
