@@ -98,12 +98,11 @@ def env_number(environ: Mapping[str, str], name: str, default: float, kind: type
     raw = environ.get(name)
     if raw is None:
         return default
+    expected = f"{name}={raw!r}: expected a positive {'integer' if kind is int else 'number'}"
     try:
         value = kind(raw)
     except ValueError:
-        raise SettingsError(
-            f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}"
-        ) from None
+        raise SettingsError(expected) from None
     if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw}")
+        raise SettingsError(expected)
     return value

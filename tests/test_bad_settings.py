@@ -72,5 +72,6 @@ def test_a_bad_setting_stops_gunicorn_at_once_naming_it(tmp_path: Path, tiny_fol
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     lines = (done.stdout + done.stderr).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"latent-gallery: {name}"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"latent-gallery: {name}="), lines
+    assert value in lines[0] and ": expected " in lines[0], lines
     assert not (tmp_path / "data").exists()  # stopped before anything was written

@@ -181,7 +181,7 @@ def test_batch_setting():
     assert Settings.from_env({}).render_batch is None
     assert Settings.from_env({"LATENT_GALLERY_BATCH": "Auto"}).render_batch is None
     assert Settings.from_env({"LATENT_GALLERY_BATCH": "4"}).render_batch == 4
-    with pytest.raises(ValueError, match="LATENT_GALLERY_BATCH must be positive"):
+    with pytest.raises(ValueError, match=r"^LATENT_GALLERY_BATCH='0': expected a positive integer"):
         Settings.from_env({"LATENT_GALLERY_BATCH": "0"})
     assert (auto_batch(torch.device("cpu")), auto_batch(torch.device("cuda"))) == (1, 8)
 

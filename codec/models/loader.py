@@ -40,7 +40,7 @@ def check_spec(spec: str, setting: str) -> None:
     if spec in ALIASES or (spec and Path(spec).exists()):
         return
     if spec.startswith((".", "/", "~")):
-        raise SettingsError(f"{setting}={spec!r}: no such file or folder")
+        raise SettingsError(f"{setting}={spec!r}: expected an existing file or folder")
     if not HUB_ID.fullmatch(spec):
         raise SettingsError(
             f"{setting}={spec!r}: expected a local file or folder, a hub id (owner/name) or "
