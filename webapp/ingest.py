@@ -35,7 +35,7 @@ at that size)."""
 
 
 def compress_display(codec: Codec, image: Image.Image) -> Encoded | None:
-    """The display latent of an image larger than its display render (`png.display_size`),
+    """The display latent of an image larger than its display render (`render.sizes.display_size`),
     coded `DISPLAY_QUALITY_STEP` above the default quality; None for an image that fits."""
     size = display_size(image.width, image.height)
     if size is None:
@@ -62,7 +62,7 @@ def encode_and_store(
     gallery: Gallery, data: bytes, filename: str | None, image_id: str
 ) -> tuple[ImageRecord, str]:
     """Decode, encode and store one uploaded file as `image_id`: its latent and, when it is
-    larger than its display render (`png.display_size`), a display latent of that size. Its
+    larger than its display render (`render.sizes.display_size`), a display latent of that size. Its
     renders come from the encodes' own reconstructions when they made them (no decode), else
     are warmed in the background.
 
