@@ -71,9 +71,18 @@ class LearnedWeights(Generic[T]):
                 + (f", or set {self.setting}=auto or off" if self.setting else "")
             ) from None
 
+    def candidates(self, setting: str, folder: Path | None = None) -> list[Path]:
+        """The files `setting` chooses among: none (`off`), every file in `folder` (by default
+        the shipped one; `auto`), or the one at its path."""
+        if setting == "off":
+            return []
+        if setting == "auto":
+            return sorted((folder or self.folder).glob("*.safetensors"))
+        return [Path(setting)]
+
     def find(self, wanted: Mapping[str, str], folder: Path | None = None) -> T | None:
         """The first file in `folder` (by default the shipped one) made for `wanted`, or None."""
-        for path in sorted((folder or self.folder).glob("*.safetensors")):
+        for path in self.candidates("auto", folder):
             found, made_for = self.read(path)
             if made_for == wanted:
                 return found

@@ -325,12 +325,7 @@ class Codec:
                 digest.update(_file_digest(path))
             if not files:
                 digest.update(self.settings.decoder.encode())
-        setting = self.settings.thumbnail_decoder
-        if setting == "auto":
-            thumbnails = sorted(THUMBNAIL_DECODERS.folder.glob("*.safetensors"))
-        else:
-            thumbnails = [] if setting == "off" else [Path(setting)]
-        for path in thumbnails:
+        for path in THUMBNAIL_DECODERS.candidates(self.settings.thumbnail_decoder):
             digest.update(_file_digest(path))
         return digest.hexdigest()[:VERSION_CHARS]
 

@@ -116,11 +116,12 @@ def outcome_of(job: UploadJob) -> Outcome:
 def outcome(job_id: str) -> Outcome:
     """The outcome of a job by its id: from this process's job while it keeps it, the stored
     image as the database has it now (it may have been deleted since), else not stored."""
-    job = get_gallery().uploads.get(job_id) if is_valid_id(job_id) else None
-    record = None
-    if is_valid_id(job_id) and (job is None or (not job.pending and job.error is None)):
-        record = get_gallery().store.get(image_id_of(job_id))
-    return _outcome(job_id, job, record)
+    if not is_valid_id(job_id):
+        return _outcome(job_id, None, None)
+    gallery = get_gallery()
+    job = gallery.uploads.get(job_id)
+    stored = job is None or (not job.pending and job.error is None)
+    return _outcome(job_id, job, gallery.store.get(image_id_of(job_id)) if stored else None)
 
 
 def _outcome(job_id: str, job: UploadJob | None, record: ImageRecord | None) -> Outcome:

@@ -84,11 +84,6 @@ class Source:
     """Decoded straight to this width by the thumbnail decoder; None: at the latent's size."""
 
     @property
-    def whole(self) -> Source:
-        """The latent's own-size decode."""
-        return Source(self.image_id, self.display, self.own_width)
-
-    @property
     def png_key(self) -> Key:
         """The cache key of the latent's own-size decode as a PNG."""
         return self.image_id, self.own_width, "png"
@@ -167,7 +162,7 @@ class Renderer:
                 source = self._source(record, width)
                 png = self._cached_png(key, source)
                 if png is not None:
-                    return self._make(key, decode_png(png))
+                    return self._make(key, png)
                 flight = self._fly(record, source, Priority.INTERACTIVE, client)
                 return self._make(key, self._wait(flight))
         except RenderUnavailable as exc:
@@ -329,9 +324,9 @@ class Renderer:
         else:
             flight.image.set_result(outcome)
 
-    def _make(self, key: Key, image: Image.Image) -> bytes:
-        """The render of `key` made from an image of the same or more pixels (scaled to its
-        width), once however many ask, and cached."""
+    def _make(self, key: Key, source: Image.Image | bytes) -> bytes:
+        """The render of `key` made from an image (or a PNG) of the same or more pixels,
+        scaled to its width, once however many ask, and cached."""
         future, leader = self._made.claim(key)
         if not leader:
             try:
@@ -342,6 +337,7 @@ class Renderer:
         try:
             data = self.cache.get(key)
             if data is None:
+                image = decode_png(source) if isinstance(source, bytes) else source
                 if width is not None and image.width != width:
                     image = self._encoding(thumbnail, image, width)
                 data = self._encoding(ENCODERS[fmt], image)
@@ -365,7 +361,7 @@ class Renderer:
     def _make_quietly(self, key: Key, source: Image.Image | bytes) -> None:
         """`_make` in the background, from an image or a PNG; a failure is logged."""
         try:
-            self._make(key, decode_png(source) if isinstance(source, bytes) else source)
+            self._make(key, source)
         except Exception:
             log.exception("rendering %s failed", key)
 
