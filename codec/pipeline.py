@@ -17,6 +17,7 @@ from PIL import Image
 
 from .container import LatentFile, unpack
 from .correction import LatentCorrection, correction_for
+from .decoder_tuning import DECODER_TUNINGS, apply_tuning
 from .hardware import detect, fast_dtype
 from .images import ImageSource, image_to_tensor, open_image, tensor_to_image
 from .measures import psnr
@@ -150,7 +151,7 @@ class Codec:
         """Identifies what a render looks like, for URLs and ETags, without loading a model:
         a short SHA-256 over the decoder's weight files (`models.loader.decoder_files`; its
         spec where a hub id is not downloaded yet), or a given decoder's fingerprint, and the
-        thumbnail decoder files `settings.thumbnail_decoder` chooses among."""
+        decoder tuning and thumbnail decoder files their settings choose among."""
         if self._version is None:
             self._version = self._weights_digest()
         return self._version
@@ -262,12 +263,17 @@ class Codec:
 
     def _load(self, role: str) -> LatentAutoencoder:
         """The `encoder` or `decoder` model from its setting (the other one where both
-        settings name one model and it is loaded)."""
+        settings name one model and it is loaded); a decoder gets the tuning
+        `settings.decoder_tuning` asks for."""
         s = self.settings
         other = "decoder" if role == "encoder" else "encoder"
         if s.encoder == s.decoder and other in self._parts:
-            return self._parts[other]
-        return load_autoencoder(getattr(s, role), s.device, f"LATENT_GALLERY_{role.upper()}")
+            model = self._parts[other]
+        else:
+            model = load_autoencoder(getattr(s, role), s.device, f"LATENT_GALLERY_{role.upper()}")
+        if role == "decoder" and apply_tuning(s.decoder_tuning, model):
+            log.info("decoder tuned for these files (LATENT_GALLERY_DECODER_TUNING)")
+        return model
 
     def _render_twin(self) -> LatentAutoencoder:
         """The decoder's twin in the precision renders decode in (`render_decoder`)."""
@@ -325,7 +331,10 @@ class Codec:
                 digest.update(_file_digest(path))
             if not files:
                 digest.update(self.settings.decoder.encode())
-        for path in THUMBNAIL_DECODERS.candidates(self.settings.thumbnail_decoder):
+        for path in (
+            *DECODER_TUNINGS.candidates(self.settings.decoder_tuning),
+            *THUMBNAIL_DECODERS.candidates(self.settings.thumbnail_decoder),
+        ):
             digest.update(_file_digest(path))
         return digest.hexdigest()[:VERSION_CHARS]
 

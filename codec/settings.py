@@ -36,6 +36,7 @@ class CodecSettings:
     tile: int = 768
     method: str = DEFAULT_METHOD
     correction: str = "auto"
+    decoder_tuning: str = "auto"
     thumbnail_decoder: str = "auto"
     effort: str = "auto"
     render_precision: str = "auto"
@@ -53,6 +54,7 @@ class CodecSettings:
             tile=env_number(environ, "LATENT_GALLERY_TILE", defaults.tile),
             method=environ.get("LATENT_GALLERY_METHOD", defaults.method),
             correction=environ.get("LATENT_GALLERY_CORRECTION", defaults.correction),
+            decoder_tuning=environ.get("LATENT_GALLERY_DECODER_TUNING", defaults.decoder_tuning),
             thumbnail_decoder=environ.get(
                 "LATENT_GALLERY_THUMBNAIL_DECODER", defaults.thumbnail_decoder
             ),
@@ -78,7 +80,11 @@ def check_settings(settings: CodecSettings) -> None:
         _refuse("TILE", s.tile, "a positive multiple of 64 pixels")
     if s.method not in method_names():
         _refuse("METHOD", s.method, f"one of {', '.join(method_names())}")
-    for name, value in (("CORRECTION", s.correction), ("THUMBNAIL_DECODER", s.thumbnail_decoder)):
+    for name, value in (
+        ("CORRECTION", s.correction),
+        ("DECODER_TUNING", s.decoder_tuning),
+        ("THUMBNAIL_DECODER", s.thumbnail_decoder),
+    ):
         if value not in ("auto", "off") and not Path(value).is_file():
             _refuse(name, value, "auto, off or a file's path")
     if s.effort != "auto" and not (s.effort.isdigit() and int(s.effort) <= MAX_EFFORT):

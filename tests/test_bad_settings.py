@@ -18,6 +18,7 @@ BAD = {
     "LATENT_GALLERY_DEVICE": "gpu",
     "LATENT_GALLERY_METHOD": "bogus",
     "LATENT_GALLERY_CORRECTION": "/nonexistent",
+    "LATENT_GALLERY_DECODER_TUNING": "sometimes",
     "LATENT_GALLERY_THUMBNAIL_DECODER": "/nonexistent.safetensors",
     "LATENT_GALLERY_EFFORT": "11",
     "LATENT_GALLERY_RENDER_PRECISION": "half",

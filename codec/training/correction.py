@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_correction(correction, out, codec.encoder, codec.decoder, notes)
         return f"wrote {out}: {notes}"
 
-    return run_tool(args.images, learn)
+    return run_tool(args, learn)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,21 @@ from ..pipeline import Codec
 from ..transform import correct
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "grass.png",
+    "gravel.png", "motorcycle_left.png", "page.png", "rocket.jpg", "text.png",
+)  # fmt: skip
+"""The photographs scikit-image ships in its wheel (people, animals, objects, texture, text)."""
 SCALES = (1.0, 0.5)
 """Each photo's sizes: itself and a half-size copy."""
+
+
+def skimage_photos() -> list[Path]:
+    """The paths of `SKIMAGE_PHOTOS` in the installed scikit-image."""
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    return [folder / name for name in SKIMAGE_PHOTOS]
 
 
 def photo_paths(sources: Sequence[Path]) -> list[Path]:
@@ -88,3 +101,32 @@ def random_crops(
         inputs.append(source[:, y : y + crop, x : x + crop])
         targets.append(target[:, y * factor : y * factor + side, x * factor : x * factor + side])
     return torch.stack(inputs), torch.stack(targets)
+
+
+def coded_latents(
+    codec: Codec,
+    paths: Sequence[Path],
+    long_sides: Sequence[int],
+    qualities: Sequence[int],
+    generator: np.random.Generator,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(latent as a file stores it, photo pixels `(3, H, W)`) per photo and size: each photo
+    downscaled to each of `long_sides` it exceeds, encoded and corrected as an upload is, and
+    coded by the configured method at a quality drawn from `qualities` (with RDOQ, as a file)."""
+    coder = get_method(codec.settings.method)
+    downscale = codec.encoder.space.downscale
+    pairs = []
+    for path in tqdm(paths, desc="coding", unit="photo", file=sys.stderr):
+        try:
+            photo = Image.open(path).convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+            continue
+        for side in long_sides:
+            factor = min(1.0, side / max(photo.size))
+            w, h = (int(n * factor) // downscale * downscale for n in photo.size)
+            pixels = image_to_tensor(photo.resize((w, h), Image.LANCZOS, reducing_gap=3.0))
+            latent = correct(codec, codec.encoder.encode(pixels)[0].numpy())
+            stored = coder.round_trip(latent, int(generator.choice(qualities)))
+            pairs.append((torch.from_numpy(stored), pixels[0]))
+    return pairs

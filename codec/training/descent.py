@@ -16,9 +16,11 @@ def descend(
     loss: Callable[[], torch.Tensor],
     steps: int,
     lr: float,
+    shown: Callable[[float], str] = lambda mse: f"{-10 * math.log10(max(mse, 1e-10)):.2f} dB",
 ) -> None:
     """`steps` Adam steps on `loss()` (a new batch each call), the rate decayed from `lr` on a
-    cosine; a progress bar on stderr shows the loss as PSNR."""
+    cosine; a progress bar on stderr shows the loss as `shown` puts it (by default a squared
+    error as PSNR)."""
     optimizer = torch.optim.Adam(parameters, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
@@ -30,4 +32,4 @@ def descend(
         value.backward()
         optimizer.step()
         schedule.step()
-        bar.set_postfix(psnr=f"{-10 * math.log10(max(value.item(), 1e-10)):.2f}")
+        bar.set_postfix(loss=shown(value.item()))

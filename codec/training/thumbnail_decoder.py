@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_decoder(thumbnails, out, notes)
         return f"wrote {out}: {notes}"
 
-    return run_tool(args.images, learn)
+    return run_tool(args, learn)
 
 
 if __name__ == "__main__":
