@@ -3,7 +3,9 @@
 Each curve is a set of (rate, quality) points. BD-rate integrates log-rate as a function of
 quality over the quality range both curves cover and reports the mean rate difference in
 percent (negative: the test curve needs fewer bits for the same quality). BD-quality
-(BD-PSNR for PSNR) integrates quality over the shared log-rate range.
+(BD-PSNR for PSNR) integrates quality over the shared log-rate range. Nothing is
+extrapolated: curves sharing less than `MIN_SHARED` of the narrower one's range raise
+`NoOverlap`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
+
+MIN_SHARED = 0.1
+"""Least share of the narrower curve's range (on the integration axis) both must cover."""
+
+
+class NoOverlap(ValueError):
+    """The two curves share (almost) none of the integration axis."""
 
 
 def _interval_mean(x: np.ndarray, y: np.ndarray, low: float, high: float) -> float:
@@ -34,8 +43,9 @@ def _points(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray
 
 def _overlap(a: np.ndarray, b: np.ndarray, axis: str) -> tuple[float, float]:
     low, high = max(a.min(), b.min()), min(a.max(), b.max())
-    if not low < high:
-        raise ValueError(f"the two curves do not overlap in {axis}")
+    narrower = min(np.ptp(a), np.ptp(b))
+    if not (low < high and high - low > MIN_SHARED * narrower):
+        raise NoOverlap(f"the two curves do not overlap in {axis}")
     return low, high
 
 

@@ -1,8 +1,10 @@
-"""Image quality against a reference (8-bit RGB): MS-SSIM, SSIMULACRA 2 and the codec's PSNR."""
+"""Image quality against a reference (8-bit RGB): MS-SSIM, SSIMULACRA 2, ColorVideoVDP and the
+codec's PSNR."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,6 +13,8 @@ from pytorch_msssim import ms_ssim as _ms_ssim
 from ssimulacra2 import compute_ssimulacra2
 
 from codec.measures import psnr
+
+from .cvvdp import jod
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
@@ -46,10 +50,12 @@ def ssimulacra2(reference: Image.Image, distorted: Image.Image) -> float:
     return float(compute_ssimulacra2(png(reference), png(distorted)))
 
 
-def measure(reference: Image.Image, distorted: Image.Image) -> dict[str, float]:
-    """All three quality metrics of a distorted image against its reference."""
-    return {
-        "psnr": psnr(reference, distorted),
-        "ms_ssim": ms_ssim(reference, distorted),
-        "ssimulacra2": ssimulacra2(reference, distorted),
-    }
+MEASURES = {"psnr": psnr, "ms_ssim": ms_ssim, "ssimulacra2": ssimulacra2, "cvvdp": jod}
+
+
+def measure(
+    reference: Image.Image, distorted: Image.Image, names: Sequence[str] = tuple(MEASURES)
+) -> dict[str, float]:
+    """The named quality metrics (all four by default) of a distorted image against its
+    reference."""
+    return {name: MEASURES[name](reference, distorted) for name in names}

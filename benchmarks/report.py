@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from .bdrate import bd_quality, bd_rate
+from .bdrate import NoOverlap, bd_quality, bd_rate
 
 CEILING = "float latent"
 UNCORRECTED = "(plain encoder)"
 """Suffix of the series coded from the encoder's latent without the learned correction."""
 UNREFINED = "(effort 0)"
 """Suffix of the series coded from the corrected latent without refinement."""
-METRICS = ("psnr", "ms_ssim", "ssimulacra2")
+METRICS = ("psnr", "ms_ssim", "ssimulacra2", "cvvdp")
+NAMES = {"psnr": "PSNR", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMU2", "cvvdp": "CVVDP"}
+LABELS = {"psnr": "PSNR dB", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMU2", "cvvdp": "CVVDP JOD"}
+"""Short names of the metrics, and as column headers (with units)."""
 COLUMNS = (
     "method",
     "setting",
@@ -43,6 +46,7 @@ class Point:
     psnr: float
     ms_ssim: float
     ssimulacra2: float
+    cvvdp: float
     encode_s: float
     decode_s: float
 
@@ -80,28 +84,25 @@ def _metric(point: Point, metric: str) -> float:
 def _cell(fn, ref: list[Point], test: list[Point], metric: str, fmt: str) -> str:
     try:
         value = fn(*(([p.bpp for p in c], [_metric(p, metric) for p in c]) for c in (ref, test)))
+    except NoOverlap:
+        return "no overlap"
     except ValueError:
         return "n/a"
     return format(value, fmt)
 
 
-def bd_table(points: Sequence[Point], references: Sequence[str]) -> list[list[str]]:
-    """Rows of BD-rate (%, on each metric) and BD-PSNR (dB) of every method vs each reference."""
+def bd_table(points: Sequence[Point], anchor: str, methods: Sequence[str]) -> list[list[str]]:
+    """BD-rate (%) on each metric and BD-PSNR (dB) against `anchor`, a row for each of `methods`
+    that has points ("—" for the anchor itself)."""
     by_method = curves(points)
-    header = ["method"]
-    for ref in references:
-        header += [f"vs {ref}: {m}" for m in ("PSNR", "MS-SSIM", "SSIMU2")]
-        header.append(f"vs {ref}: BD-PSNR dB")
-    table = [header]
-    for method, test in by_method.items():
-        row = [method]
-        for ref in references:
-            if ref not in by_method or ref == method:
-                row += ["—"] * 4
-                continue
-            row += [_cell(bd_rate, by_method[ref], test, m, "+.1f") for m in METRICS]
-            row.append(_cell(bd_quality, by_method[ref], test, "psnr", "+.2f"))
-        table.append(row)
+    table = [["method", *(f"{NAMES[m]} %" for m in METRICS), "BD-PSNR dB"]]
+    for method in (m for m in methods if m in by_method):
+        if method == anchor:
+            table.append([method, *["—"] * (len(METRICS) + 1)])
+            continue
+        ref, test = by_method[anchor], by_method[method]
+        table.append([method, *(_cell(bd_rate, ref, test, m, "+.1f") for m in METRICS),
+                      _cell(bd_quality, ref, test, "psnr", "+.2f")])  # fmt: skip
     return table
 
 
@@ -132,12 +133,12 @@ def _num(value: float, fmt: str) -> str:
 
 def summary_table(points: Sequence[Point]) -> list[list[str]]:
     """The main table: rate, quality and time of every setting."""
-    table = [["method", "setting", "bpp", "PSNR dB", "MS-SSIM", "SSIMU2", "enc s/img", "dec s/img"]]
+    table = [["method", "setting", "bpp", *LABELS.values(), "enc s/img", "dec s/img"]]
     for p in points:
         bpp = "—" if p.method == CEILING else f"{p.bpp:.4f}"
         table.append([
             p.method, p.setting, bpp, f"{p.psnr:.2f}", f"{p.ms_ssim:.4f}",
-            f"{p.ssimulacra2:.1f}", f"{p.encode_s:.3f}", f"{p.decode_s:.3f}",
+            f"{p.ssimulacra2:.1f}", f"{p.cvvdp:.2f}", f"{p.encode_s:.3f}", f"{p.decode_s:.3f}",
         ])  # fmt: skip
     return table
 
@@ -167,16 +168,18 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
 
 
 def plot(points: Sequence[Point], path: Path, title: str) -> None:
-    """PSNR, MS-SSIM and SSIMULACRA 2 against bits per pixel, the ceiling dashed."""
+    """PSNR, MS-SSIM, SSIMULACRA 2 and ColorVideoVDP against bits per pixel, the ceiling
+    dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA 2"}
+    labels = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA 2",
+              "cvvdp": "ColorVideoVDP (JOD)"}  # fmt: skip
     ceiling = [p for p in points if p.method == CEILING]
-    figure, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    for axis, metric in zip(axes, METRICS, strict=True):
+    figure, axes = plt.subplots(2, 2, figsize=(13, 10))
+    for axis, metric in zip(axes.flat, METRICS, strict=True):
         for method, ps in curves(points).items():
             axis.plot([p.bpp for p in ps], [getattr(p, metric) for p in ps], "o-", label=method,
                       markersize=4)  # fmt: skip
@@ -188,7 +191,7 @@ def plot(points: Sequence[Point], path: Path, title: str) -> None:
         axis.set_ylabel(labels[metric])
         axis.set_xlim(0, 0.55)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

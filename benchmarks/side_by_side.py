@@ -1,5 +1,6 @@
-"""The same crop of three Kodak images at about 0.12 bpp from our codec, the palette baseline,
-JPEG, WebP and AVIF, labelled with the whole image's bpp and PSNR: docs/side_by_side.png.
+"""The same crop of three Kodak images from our codec at about 0.12 bpp, and from WebP and AVIF
+at equal bytes (the largest quality whose file is no larger than ours), each labelled with its
+quality, bytes, PSNR and SSIMULACRA 2 of the whole image: docs/side_by_side.png.
 
     python -m benchmarks.side_by_side [--kodak DIR] [--weights DIR] [--bpp 0.12] [--out FILE]
 """
@@ -9,14 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from codec import Codec
-from codec.measures import bits_per_pixel, psnr
-from codec.methods import method_names
+from codec.measures import psnr
 from codec.settings import DEFAULT_METHOD
 
 from . import standard
@@ -29,14 +28,12 @@ from .common import (
     corrected_photo,
     load_photo,
     make_codec,
-    uncorrected,
 )
+from .quality import ssimulacra2
 
 IMAGES = ("kodim23", "kodim15", "kodim19")
 CROP = 256
-LABEL_HEIGHT = 40
-METHODS = ("ec", "palette")
-FORMATS = ("JPEG", "WebP", "AVIF")
+LABEL_HEIGHT = 60
 
 
 def crop_box(image: Image.Image) -> tuple[int, int, int, int]:
@@ -45,25 +42,16 @@ def crop_box(image: Image.Image) -> tuple[int, int, int, int]:
     return left, top, left + CROP, top + CROP
 
 
-def method_tile(
-    codec: Codec, method: str, photo: Photo, target_bytes: int, effort: int | str
-) -> tuple[Image.Image, int]:
-    """A codec method's decoded image at the quality whose file is nearest the target, and bytes
-    (the latent refined at `effort`)."""
+def ours(codec: Codec, photo: Photo, target_bytes: int) -> standard.Encoded:
+    """The default method's file (the corrected latent, refined at `auto`) at the quality whose
+    size is nearest the target."""
 
     def encode_at(quality: int) -> standard.Encoded:
-        data = codec.compress(photo.image, latent=photo.latent, method=method, quality=quality,
-                              effort=effort).data  # fmt: skip
+        data = codec.compress(photo.image, latent=photo.latent, method=DEFAULT_METHOD,
+                              quality=quality, effort="auto").data  # fmt: skip
         return standard.Encoded(quality, data, 0.0)
 
-    encoded = standard.closest_quality(encode_at, range(1, 101), target_bytes)
-    return codec.decompress(encoded.data), len(encoded.data)
-
-
-def format_tile(name: str, photo: Photo, target_bytes: int) -> tuple[Image.Image, int]:
-    """A Pillow codec's decoded image at the quality whose file is nearest the target, and bytes."""
-    (encoded,) = standard.matched_sizes(photo.image, standard.FORMATS[name], [target_bytes])
-    return standard.decode(encoded.data), len(encoded.data)
+    return standard.closest_quality(encode_at, range(1, 101), target_bytes)
 
 
 def labelled(tile: Image.Image, text: str, font: ImageFont.ImageFont) -> Image.Image:
@@ -74,27 +62,32 @@ def labelled(tile: Image.Image, text: str, font: ImageFont.ImageFont) -> Image.I
     return canvas
 
 
-def row(
-    codecs: tuple[Codec, Codec], photo: Photo, bpp: float, font: ImageFont.ImageFont
-) -> list[Image.Image]:
-    """Original, then each codec's crop, each labelled; `codecs` are the codec and the same
-    without its correction (`uncorrected`)."""
-    w, h = photo.image.size
-    target = round(bpp * w * h / 8)
+def panel(photo: Photo, name: str, encoded: standard.Encoded | None, decoded: Image.Image | None,
+          font: ImageFont.ImageFont) -> Image.Image:  # fmt: skip
+    """The crop of a decoded image captioned with its quality, bytes, PSNR and SSIMULACRA 2 (a
+    grey square when the format cannot make a file that small)."""
     box = crop_box(photo.image)
-    tiles = [labelled(photo.image.crop(box), f"{photo.name} original\n{w}x{h}", font)]
-    codec, plain = codecs
-    decoders = [  # the default method corrected and refined at `auto`, the others as they are
-        (m, partial(method_tile, codec, m, corrected_photo(codec, photo), target, "auto")
-         if m == DEFAULT_METHOD else partial(method_tile, plain, m, photo, target, 0))
-        for m in METHODS if m in method_names()
-    ]  # fmt: skip
-    decoders += [(f, lambda f=f: format_tile(f, photo, target)) for f in FORMATS]
-    for name, run in decoders:
-        decoded, n_bytes = run()
-        caption = (f"{name}  {bits_per_pixel(n_bytes, w, h):.3f} bpp\n"
-                   f"PSNR {psnr(photo.image, decoded):.2f} dB")  # fmt: skip
-        tiles.append(labelled(decoded.crop(box), caption, font))
+    if encoded is None or decoded is None:
+        return labelled(Image.new("RGB", (CROP, CROP), "lightgray"),
+                        f"{name}\ncannot be made as small", font)  # fmt: skip
+    caption = (f"{name}  q={encoded.quality}  {len(encoded.data)} B\n"
+               f"PSNR {psnr(photo.image, decoded):.2f} dB\n"
+               f"SSIMU2 {ssimulacra2(photo.image, decoded):.1f}")  # fmt: skip
+    return labelled(decoded.crop(box), caption, font)
+
+
+def row(codec: Codec, photo: Photo, bpp: float, font: ImageFont.ImageFont) -> list[Image.Image]:
+    """Original, ours at about `bpp`, then WebP and AVIF within our bytes, each labelled."""
+    w, h = photo.image.size
+    original = labelled(photo.image.crop(crop_box(photo.image)),
+                        f"{photo.name} original\n{w}x{h}", font)  # fmt: skip
+    mine = ours(codec, corrected_photo(codec, photo), round(bpp * w * h / 8))
+    tiles = [original, panel(photo, f"ours ({DEFAULT_METHOD})", mine,
+                             codec.decompress(mine.data), font)]  # fmt: skip
+    for name in standard.RIVALS:
+        rival = standard.fitted(photo.image, standard.FORMATS[name], len(mine.data))
+        decoded = standard.decode(rival.data) if rival else None
+        tiles.append(panel(photo, name, rival, decoded, font))
     return tiles
 
 
@@ -122,8 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     font = ImageFont.load_default(size=15)
     photos = [load_photo(codec, args.kodak / f"{name}.png", DEFAULT_OUT / "latents")
               for name in IMAGES]  # fmt: skip
-    codecs = (codec, uncorrected(codec))
-    sheet = grid([row(codecs, photo, args.bpp, font) for photo in photos])
+    sheet = grid([row(codec, photo, args.bpp, font) for photo in photos])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")

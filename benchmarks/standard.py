@@ -32,6 +32,10 @@ FORMATS = {
 }
 
 
+RIVALS = ("WebP", "AVIF")
+"""The formats our files are compared with at equal bytes."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One encoding of an image: the quality used, the file and the seconds it took."""
@@ -55,13 +59,15 @@ def decode(data: bytes) -> Image.Image:
         return image.convert("RGB")
 
 
-def closest_quality(
-    encode_at: Callable[[int], Encoded], qualities: range, target_bytes: int
-) -> Encoded:
-    """The encoding whose size is nearest `target_bytes`, by bisection over `qualities`.
+EncodeAt = Callable[[int], Encoded]
+"""An image's encoding at a quality."""
 
-    Assumes size grows with quality (true up to small wiggles for these codecs);
-    `encode_at` should be memoized when several targets are searched.
+
+def _bracket(encode_at: EncodeAt, qualities: range, target_bytes: int) -> tuple[int, int]:
+    """Neighbouring qualities `(low, low + 1)` by bisection over `qualities`: `low` fits in
+    `target_bytes` and `low + 1` does not, unless the first does not fit or the last does.
+
+    Assumes size grows with quality (true up to small wiggles for these codecs).
     """
     low, high = qualities.start, qualities.stop - 1
     while high - low > 1:
@@ -70,12 +76,27 @@ def closest_quality(
             low = middle
         else:
             high = middle
-    candidates = (encode_at(low), encode_at(high))
+    return low, high
+
+
+def closest_quality(encode_at: EncodeAt, qualities: range, target_bytes: int) -> Encoded:
+    """The encoding whose size is nearest `target_bytes`, by bisection over `qualities`;
+    `encode_at` should be memoized when several targets are searched."""
+    candidates = map(encode_at, _bracket(encode_at, qualities, target_bytes))
     return min(candidates, key=lambda e: (abs(len(e.data) - target_bytes), e.quality))
 
 
-def matched_sizes(image: Image.Image, fmt: Format, targets_bytes: list[int]) -> list[Encoded]:
-    """For each target size, the encoding of `image` nearest to it (encodings shared)."""
+def largest_within(encode_at: EncodeAt, qualities: range, target_bytes: int) -> Encoded | None:
+    """The encoding at the largest quality whose file is at most `target_bytes` (the next
+    quality's is over it), or None if even the lowest quality's is over."""
+    for quality in reversed(_bracket(encode_at, qualities, target_bytes)):
+        if len(encode_at(quality).data) <= target_bytes:
+            return encode_at(quality)
+    return None
+
+
+def memoized(image: Image.Image, fmt: Format) -> EncodeAt:
+    """`encode(image, fmt, quality)`, each quality encoded once."""
     memo: dict[int, Encoded] = {}
 
     def encode_at(quality: int) -> Encoded:
@@ -83,4 +104,16 @@ def matched_sizes(image: Image.Image, fmt: Format, targets_bytes: list[int]) -> 
             memo[quality] = encode(image, fmt, quality)
         return memo[quality]
 
+    return encode_at
+
+
+def matched_sizes(image: Image.Image, fmt: Format, targets_bytes: list[int]) -> list[Encoded]:
+    """For each target size, the encoding of `image` nearest to it (encodings shared)."""
+    encode_at = memoized(image, fmt)
     return [closest_quality(encode_at, fmt.qualities, t) for t in targets_bytes]
+
+
+def fitted(image: Image.Image, fmt: Format, target_bytes: int) -> Encoded | None:
+    """`image` in `fmt` at the largest quality whose file is at most `target_bytes`, or None
+    if it cannot be made that small."""
+    return largest_within(memoized(image, fmt), fmt.qualities, target_bytes)

@@ -3,18 +3,26 @@ the `bench` extra)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("pytorch_msssim", reason="the bench extra is not installed")
 pytest.importorskip("scipy", reason="the bench extra is not installed")
 pytest.importorskip("ssimulacra2", reason="the bench extra is not installed")
 
-from benchmarks import bdrate, quality
+from benchmarks import bdrate, cvvdp, quality, report
 from codec.measures import bits_per_pixel, psnr
+
+needs_cvvdp = pytest.mark.skipif(
+    importlib.util.find_spec("pycvvdp") is None,
+    reason="cvvdp is not installed (pip install --no-deps cvvdp, see the README)",
+)
 
 RATES = [0.05, 0.08, 0.12, 0.2, 0.3]
 PSNRS = [21.0, 22.5, 23.6, 24.5, 25.0]
@@ -118,3 +126,68 @@ def test_bd_fails_without_overlap() -> None:
 def test_bd_rejects_bad_curves(rates: list[float], qualities: list[float]) -> None:
     with pytest.raises(ValueError):
         bdrate.bd_rate((rates, qualities), (RATES, PSNRS))
+
+
+def test_bd_fails_on_a_sliver_of_overlap() -> None:
+    # The curves share 1% of the narrower one's quality range: too little to mean anything.
+    shifted = [p + 0.99 * (PSNRS[-1] - PSNRS[0]) for p in PSNRS]
+    with pytest.raises(bdrate.NoOverlap):
+        bdrate.bd_rate((RATES, PSNRS), (RATES, shifted))
+
+
+def _points(method: str, rates: list[float], shift: float = 0.0) -> list[report.Point]:
+    return [
+        report.Point(method, f"q={i}", r, q + shift, 1 - 10 ** (-(q + shift) / 20),
+                     4 * (q + shift) - 100, (q + shift) / 3, 0.0, 0.0)
+        for i, (r, q) in enumerate(zip(rates, PSNRS, strict=True))
+    ]  # fmt: skip
+
+
+def test_bd_table_rows_per_method_on_every_metric() -> None:
+    points = [
+        *_points("anchor", RATES),
+        *_points("half the bytes", [r / 2 for r in RATES]),
+        *_points("twice the bytes", [r * 2 for r in RATES]),
+        *_points("far better", RATES, shift=50.0),
+    ]
+    methods = ["anchor", "half the bytes", "twice the bytes", "far better", "absent"]
+    table = report.bd_table(points, "anchor", methods)
+    assert table[0] == ["method", "PSNR %", "MS-SSIM %", "SSIMU2 %", "CVVDP %", "BD-PSNR dB"]
+    rows = {row[0]: row[1:] for row in table[1:]}
+    assert list(rows) == methods[:-1]
+    assert rows["anchor"] == ["—"] * 5
+    assert rows["half the bytes"][:4] == ["-50.0"] * 4
+    assert rows["twice the bytes"][:4] == ["+100.0"] * 4
+    assert rows["far better"] == ["no overlap"] * 4 + ["+50.00"]  # same rates: BD-PSNR exists
+
+
+def test_gaussian_blur_matches_torchvision_definition() -> None:
+    # torchvision's GaussianBlur: taps exp(-x²/2σ²) at integer offsets, normalized, borders
+    # reflected without repeating the edge: scipy's `mirror` mode with the same radius.
+    from scipy.ndimage import gaussian_filter
+
+    x = np.random.default_rng(0).random((2, 1, 40, 30)).astype(np.float32)
+    blurred = cvvdp.GaussianBlur(13, 3.0)(torch.from_numpy(x)).numpy()
+    expected = gaussian_filter(x, sigma=(0, 0, 3, 3), truncate=2.0, mode="mirror")
+    np.testing.assert_allclose(blurred, expected, atol=1e-5)
+
+
+@needs_cvvdp
+def test_cvvdp_ranks_less_distortion_higher() -> None:
+    image = _noise_image()
+    assert cvvdp.jod(image, image) == pytest.approx(10.0, abs=1e-3)
+    mild, strong = _shifted(image, 2), _noise_image(seed=1)
+    assert cvvdp.jod(image, strong) < cvvdp.jod(image, mild) < 10.0
+
+
+@needs_cvvdp
+def test_cvvdp_leaves_no_torchvision_stand_in() -> None:
+    cvvdp.jod(_noise_image(), _noise_image())
+    for name in ("torchvision", "torchvision.transforms", "torchvision.ops"):
+        left = sys.modules.get(name)
+        assert left is None or getattr(left, "__spec__", None) is not None, name
+
+
+def test_cvvdp_refuses_size_mismatch() -> None:
+    with pytest.raises(ValueError, match="sizes differ"):
+        cvvdp.jod(_noise_image(), _noise_image(size=(128, 192)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,8 +34,9 @@ def run_tool(
     args: argparse.Namespace, learn: Callable[[Codec, list[Path]], str], **settings: str
 ) -> int:
     """A tool's exit status: `learn(codec, photos)` learns, writes its file and returns the
-    line to print; no photos in `args.images` (and scikit-image's with `args.skimage`) is 2, a `CodecError` or `ValueError` 1. The codec's
-    settings come from the environment, those given in `settings` replaced."""
+    line to print; no photos in `args.images` (and scikit-image's with `args.skimage`) is 2, a
+    `CodecError` or `ValueError` 1. The codec's settings come from the environment, those given
+    in `settings` replaced."""
     paths = photo_paths(args.images) + (skimage_photos() if args.skimage else [])
     if not paths:
         print("error: no images found in --images", file=sys.stderr)
