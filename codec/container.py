@@ -19,7 +19,12 @@ from .methods import dequantize
 from .spaces import LatentSpace, space_by_id
 
 MAGIC = b"SDZ\x1a"
-VERSION = 1
+VERSION = 2
+"""The version new files are written in: 2 added method 4 (the integer `ec`)."""
+VERSIONS = (1, 2)
+"""The versions this reader reads."""
+_FIRST_VERSION = {4: 2}
+"""Methods newer than version 1, by id: the first version that may name them."""
 # magic, version, space, method, encoder family, family tuned for, flags,
 # channels, latent height, latent width, image width, image height,
 # encoder fingerprint, params length, payload length
@@ -101,9 +106,10 @@ class LatentFile:
          ) = _HEADER.unpack_from(data)  # fmt: skip
         if magic != MAGIC:
             raise LatentFileError("not a latent file (bad magic)")
-        if version != VERSION:
+        if version not in VERSIONS:
             raise LatentFileError(
-                f"latent file version {version} is not supported (this reader knows {VERSION})"
+                f"latent file version {version} is not supported (this reader knows "
+                f"{' and '.join(map(str, VERSIONS))})"
             )
         expected = OVERHEAD_BYTES + params_len + payload_len
         if len(data) != expected:
@@ -112,6 +118,8 @@ class LatentFile:
         if zlib.crc32(memoryview(data)[: -_CRC.size]) != crc:
             raise LatentFileError("latent file is corrupted (checksum mismatch)")
         space = space_by_id(space_id)
+        if version < _FIRST_VERSION.get(method_id, 1):
+            raise LatentFileError(f"method {method_id} does not exist in version {version} files")
         if flags != 0:
             raise LatentFileError(f"unknown header flags {flags:#x}")
         if encoder_code not in _FAMILY_NAMES or (tuned_code and tuned_code not in _FAMILY_NAMES):

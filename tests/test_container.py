@@ -5,13 +5,16 @@ from __future__ import annotations
 import struct
 import tracemalloc
 import zlib
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec.container import HEADER_BYTES, MAGIC, MAX_LATENT_POSITIONS, LatentFile
+from codec.container import HEADER_BYTES, MAGIC, MAX_LATENT_POSITIONS, VERSION, LatentFile
 from codec.errors import LatentFileError
+from codec.methods import dequantize
 from codec.spaces import SD1, SDXL
 
 
@@ -115,3 +118,40 @@ def test_position_limit_covers_huge_shapes():
 def test_random_bytes_raise_only_latent_file_error(data):
     with pytest.raises(LatentFileError):
         LatentFile.from_bytes(MAGIC + data)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v1"
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.sdz")), ids=lambda p: p.stem)
+def test_version_1_files_decode_bit_identically_forever(path: Path):
+    header = LatentFile.from_bytes(path.read_bytes())
+    assert header.version == 1
+    expected = np.load(path.with_suffix(".npy"))
+    decoded = dequantize(header)
+    assert decoded.dtype == np.float32
+    assert decoded.tobytes() == expected.tobytes()
+
+
+def test_version_1_fixtures_cover_every_version_1_method():
+    ids = {LatentFile.from_bytes(p.read_bytes()).method_id for p in FIXTURES.glob("*.sdz")}
+    assert ids == {1, 2, 3}
+
+
+@pytest.mark.parametrize("offset", [0, 20, 40, 200, -1])
+def test_a_flipped_byte_in_a_version_1_file_is_a_clear_error(offset: int):
+    data = bytearray((FIXTURES / "coffee-512x384-ec-q75.sdz").read_bytes())
+    data[offset] ^= 0x5A
+    with pytest.raises(LatentFileError, match=r"checksum|magic"):
+        LatentFile.from_bytes(bytes(data))
+
+
+def test_new_files_are_version_2_and_name_the_integer_ec():
+    assert VERSION == 2 and sample().version == 2
+    assert LatentFile.from_bytes(sample(method_id=4).to_bytes()).method_id == 4
+
+
+def test_version_1_files_cannot_name_a_version_2_method():
+    with pytest.raises(LatentFileError, match="method 4 does not exist in version 1"):
+        LatentFile.from_bytes(sample(method_id=4, version=1).to_bytes())
+    assert LatentFile.from_bytes(sample(method_id=3, version=1).to_bytes()).version == 1

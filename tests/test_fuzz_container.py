@@ -1,5 +1,5 @@
 """Property tests of the latent-file parser: whatever the bytes, only `LatentFileError` escapes
-`codec.unpack` (header + the palette, q8 and ec payload parsers), and memory stays bounded.
+`codec.unpack` (header + the palette, q8, ec1 and ec payload parsers), and memory stays bounded.
 
 Edits of valid files recompute the CRC, so they reach the method parsers instead of stopping
 at the checksum.

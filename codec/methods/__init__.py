@@ -57,4 +57,4 @@ __all__ = [
     "register",
 ]
 
-from . import ec, palette, q8  # noqa: E402, F401  (importing registers the built-in methods)
+from . import ec, ec1, palette, q8  # noqa: E402, F401  (importing registers the built-in methods)

@@ -21,14 +21,14 @@ SCALE_BITS = 7
 """Scale coefficients are integers in units of 2**-SCALE_BITS."""
 _MIN_SCALE = 1 << (MEAN_BITS + SCALE_BITS - 5)
 _MAX_SCALE = 1 << (MEAN_BITS + SCALE_BITS + 16)
-_INT16 = (-32768, 32767)
+INT16 = (-32768, 32767)
 _UINT16 = (0, 65535)
 WEIGHT_SCALE = 8.0
 """Scale of the fixed Laplace (mean 0) that range-codes every predictor and filter weight."""
 _WEIGHT_SCALE_FIXED = round(WEIGHT_SCALE * (1 << (MEAN_BITS + SCALE_BITS)))
 
 
-def _columns(width: int, phase: int) -> tuple[np.ndarray, ...]:
+def columns(width: int, phase: int) -> tuple[np.ndarray, ...]:
     """Column indices of a phase and of its left, right and coded-right neighbours (clamped)."""
     x = np.arange(phase, width, 2)
     left = np.maximum(x - 1, 0)
@@ -48,7 +48,7 @@ def feature_counts(channel: int, phase: int) -> tuple[int, int]:
     return spatial + 5 * channel, spatial + channel
 
 
-class _Context:
+class Context:
     """Coded symbols and their absolute mean residuals (`2**-MEAN_BITS` units), by channel.
 
     Both live in one int64 buffer, each plane top-padded with a zero row, so that a feature is
@@ -76,7 +76,7 @@ class _Context:
         Neighbours past an edge are clamped to the nearest coded one; above the top row is zero.
         """
         channels, height, width = self.shape
-        x, left, right, coded_right = _columns(width, phase)
+        x, left, right, coded_right = columns(width, phase)
         rows = np.arange(height)[:, None]
         above, here = rows, rows + 1
         up, down = np.maximum(rows - 1, 0) + 1, np.minimum(rows + 1, height - 1) + 1
@@ -108,14 +108,14 @@ Predictors = dict[tuple[int, int], Coefficients]
 """The predictors of an image, keyed `(channel, phase)`."""
 
 
-def _linear(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
+def linear(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """Integer `bias + sum(weight * feature)` over features `(n_features, ...)` (exact)."""
     return weights[0] + (weights[1:] @ feats.reshape(len(feats), -1)).reshape(feats.shape[1:])
 
 
 def _scale_of(weights: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """Integer scales (`2**-(MEAN_BITS + SCALE_BITS)` units), clipped to a sane range."""
-    return np.clip(_linear(weights, feats), _MIN_SCALE, _MAX_SCALE)
+    return np.clip(linear(weights, feats), _MIN_SCALE, _MAX_SCALE)
 
 
 def ridge(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ def ridge(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.linalg.solve(gram, features @ targets.T).T
 
 
-def _lstsq_fixed(
+def lstsq_fixed(
     feats: np.ndarray, target: np.ndarray, unit: int, bias_range: tuple[int, int]
 ) -> np.ndarray:
     """Ridge least-squares weights (bias first) in fixed point `2**-unit`, clipped to fit."""
@@ -140,7 +140,7 @@ def _lstsq_fixed(
 def fit(symbols: np.ndarray) -> tuple[Predictors, np.ndarray, np.ndarray]:
     """Per-image predictors of every channel and phase, and the integer means and scales."""
     channels, height, width = symbols.shape
-    ctx = _Context(channels, height, width)
+    ctx = Context(channels, height, width)
     ctx.state[0, :, 1:] = symbols
     means = np.zeros(symbols.shape, np.int64)
     scales = np.zeros(symbols.shape, np.int64)
@@ -149,17 +149,17 @@ def fit(symbols: np.ndarray) -> tuple[Predictors, np.ndarray, np.ndarray]:
         index = {phase: ctx.feature_index(c, phase) for phase in phases(width)}
         mean_coefs = {}
         for phase, (mean_idx, _) in index.items():
-            x = _columns(width, phase)[0]
+            x = columns(width, phase)[0]
             feats = ctx.flat[mean_idx]
-            mean_coefs[phase] = _lstsq_fixed(feats, symbols[c][:, x] << MEAN_BITS, 0, _INT16)
-            means[c][:, x] = _linear(mean_coefs[phase], feats)
+            mean_coefs[phase] = lstsq_fixed(feats, symbols[c][:, x] << MEAN_BITS, 0, INT16)
+            means[c][:, x] = linear(mean_coefs[phase], feats)
         ctx.state[1, c, 1:] = np.abs((symbols[c] << MEAN_BITS) - means[c])
         for phase, (_, scale_idx) in index.items():
-            x = _columns(width, phase)[0]
+            x = columns(width, phase)[0]
             feats = ctx.flat[scale_idx]
             residuals = ctx.state[1, c, 1:][:, x]
             coefs[(c, phase)] = Coefficients(
-                mean_coefs[phase], _lstsq_fixed(feats, residuals, SCALE_BITS, _UINT16)
+                mean_coefs[phase], lstsq_fixed(feats, residuals, SCALE_BITS, _UINT16)
             )
             scales[c][:, x] = _scale_of(coefs[(c, phase)].scale, feats)
     return coefs, means, scales
@@ -177,16 +177,16 @@ def walk(
     symbols and the predicted means, both `shape`.
     """
     channels, height, width = shape
-    ctx = _Context(channels, height, width)
+    ctx = Context(channels, height, width)
     means = np.zeros(shape, np.int64)
     for c in range(channels):
         per_phase = [
-            (_columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
+            (columns(width, phase)[0], *ctx.feature_index(c, phase), coefs[(c, phase)])
             for phase in phases(width)
         ]
         for y in range(height):
             for x, mean_idx, scale_idx, coef in per_phase:
-                mu = _linear(coef.mean, ctx.flat[mean_idx[:, y]])
+                mu = linear(coef.mean, ctx.flat[mean_idx[:, y]])
                 scale = _scale_of(coef.scale, ctx.flat[scale_idx[:, y]])
                 ctx.set_symbols(c, y, x, choose(c, y, x, mu, scale), mu)
                 means[c, y, x] = mu

@@ -1,4 +1,4 @@
-"""The `ec` method: exact symbol round trips, rate control, robustness to corrupt input."""
+"""The `ec1` method (id 3, version 1's `ec`): exact symbol round trips, rate control, robustness."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec.errors import LatentFileError
-from codec.methods import ec
+from codec.methods import ec1
 from codec.methods.base import Compressed
-from codec.methods.ec.bitstream import WEIGHT_MODEL, side_weights
+from codec.methods.ec1.bitstream import WEIGHT_MODEL, side_weights
 
-METHOD = ec.EntropyCodedMethod()
+METHOD = ec1.EntropyCodedMethod()
 
 
 def smooth_latent(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_decoder_reproduces_the_quantizer(shape: tuple[int, int, int], quality: 
     latent = smooth_latent(shape[1], shape[2], seed=quality)[:, : shape[1], : shape[2]]
     compressed = METHOD.compress(latent, quality)
     decoded = METHOD.decompress(compressed.params, compressed.payload, shape)
-    intended = ec.quantize(latent, quality)
+    intended = ec1.quantize(latent, quality)
     assert decoded.dtype == np.float32 and decoded.shape == shape
     np.testing.assert_array_equal(decoded, intended.dequantize())
     step = intended.steps[:, None, None]
@@ -69,16 +69,16 @@ def test_size_grows_with_quality() -> None:
 
 
 def test_quality_to_step_is_smooth_and_decreasing() -> None:
-    steps = np.array([ec.quality_to_step(q) for q in range(1, 101)])
+    steps = np.array([ec1.quality_to_step(q) for q in range(1, 101)])
     assert np.all(np.diff(steps) < 0)
     assert np.all(steps[:-1] / steps[1:] < 1.2)
     with pytest.raises(ValueError):
-        ec.quality_to_step(0)
+        ec1.quality_to_step(0)
 
 
 def test_context_model_beats_a_memoryless_code() -> None:
     """The coded symbols take less than their empirical entropy taken independently."""
-    q = ec.quantize(LATENT, METHOD.default_quality)
+    q = ec1.quantize(LATENT, METHOD.default_quality)
     _, counts = np.unique(q.symbols, return_counts=True)
     p = counts / counts.sum()
     memoryless_bytes = -(counts * np.log2(p)).sum() / 8
@@ -159,7 +159,7 @@ def test_extra_payload_words_are_rejected() -> None:
 
 def test_filter_pays_at_low_rates_and_is_left_out_at_high_rates() -> None:
     latent = smooth_latent(64, 96)
-    low = ec.quantize(latent, 45)
+    low = ec1.quantize(latent, 45)
     assert low.filter is not None
     unfiltered = dataclasses.replace(low, filter=None)
     assert np.mean((low.dequantize() - latent) ** 2) < 0.95 * np.mean(
@@ -169,7 +169,7 @@ def test_filter_pays_at_low_rates_and_is_left_out_at_high_rates() -> None:
     np.testing.assert_array_equal(
         METHOD.decompress(compressed.params, compressed.payload, latent.shape), low.dequantize()
     )
-    assert ec.quantize(latent, 100).filter is None
+    assert ec1.quantize(latent, 100).filter is None
 
 
 def test_params_without_the_filter_flag_read_as_unfiltered() -> None:
