@@ -84,7 +84,10 @@ def test_training_usage_errors(env, tmp_path, capsys):
 @pytest.mark.shared
 def test_shipped_tuning_lifts_real_taesd_on_kodak():
     """The tuning in codec/weights serves the real TAESD and was not trained on Kodak: the
-    default file of two Kodak photos decodes closer to the photo with it than without."""
+    default files of eight Kodak photos decode closer to the photos with it than without, by
+    SSIMULACRA 2 (measured when shipped: +4.2 points) and PSNR (+0.16 dB) on average."""
+    from benchmarks.quality import ssimulacra2
+
     weights = str(taesd_path())
     model = load_autoencoder(weights, "cpu")
     assert DECODER_TUNINGS.find({"decoder": model.rounded_fingerprints[1].hex()}), (
@@ -92,8 +95,12 @@ def test_shipped_tuning_lifts_real_taesd_on_kodak():
     )
     settings = CodecSettings(encoder=weights, decoder=weights, device="cpu")
     codecs = [load_codec(replace(settings, decoder_tuning=s)) for s in ("auto", "off")]
-    for name in ("kodim05.png", "kodim23.png"):
-        photo = open_image(kodak_path(name))
+    gains = []
+    for number in (1, 5, 8, 13, 15, 19, 21, 23):
+        photo = open_image(kodak_path(f"kodim{number:02d}.png"))
         data = codecs[1].compress(photo, effort=0).data
-        tuned, plain = (psnr(photo, codec.decompress(data)) for codec in codecs)
-        assert tuned > plain + 0.5, (name, tuned, plain)
+        tuned, plain = (codec.decompress(data) for codec in codecs)
+        gains.append((ssimulacra2(photo, tuned) - ssimulacra2(photo, plain),
+                      psnr(photo, tuned) - psnr(photo, plain)))  # fmt: skip
+    ssimulacra2_gain, psnr_gain = np.mean(gains, axis=0)
+    assert ssimulacra2_gain > 2 and psnr_gain > 0, gains
