@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +47,24 @@ def photo_paths(sources: Sequence[Path]) -> list[Path]:
     return paths
 
 
+def readable_photos(paths: Sequence[Path], work: str) -> Iterator[Image.Image]:
+    """Each of `paths` as an RGB image, under a progress bar named `work`; files that are not
+    readable images are skipped with a line on stderr."""
+    for path in tqdm(paths, desc=work, unit="photo", file=sys.stderr):
+        try:
+            yield Image.open(path).convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+
+
 def encoded_latents(
     paths: Sequence[Path], encoder: LatentAutoencoder, crop: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(latent, pixels) of each photo at each of `SCALES` that holds a `crop`-latent square.
-
-    Files that are not readable images are skipped with a line on stderr.
-    """
+    """(latent, pixels) of each readable photo at each of `SCALES` that holds a `crop`-latent
+    square."""
     downscale = encoder.space.downscale
     pairs = []
-    for path in tqdm(paths, desc="encoding", unit="photo", file=sys.stderr):
-        try:
-            photo = Image.open(path).convert("RGB")
-        except (OSError, UnidentifiedImageError) as error:
-            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
-            continue
+    for photo in readable_photos(paths, "encoding"):
         for scale in SCALES:
             w, h = (int(side * scale) // downscale * downscale for side in photo.size)
             if min(w, h) < crop * downscale:
@@ -116,12 +119,7 @@ def coded_latents(
     coder = get_method(codec.settings.method)
     downscale = codec.encoder.space.downscale
     pairs = []
-    for path in tqdm(paths, desc="coding", unit="photo", file=sys.stderr):
-        try:
-            photo = Image.open(path).convert("RGB")
-        except (OSError, UnidentifiedImageError) as error:
-            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
-            continue
+    for photo in readable_photos(paths, "coding"):
         for side in long_sides:
             factor = min(1.0, side / max(photo.size))
             w, h = (int(n * factor) // downscale * downscale for n in photo.size)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..base import Compressed
-from ..ec1.quantizer import channel_steps
+from ..ec1.quantizer import channel_steps, checked
 from .bitstream import MAX_OFFSET, encode
 from .model import (
     MAX_SYMBOL,
@@ -71,11 +71,7 @@ def best_offsets(
 
 def quantize(model: EntropyModel, latent: np.ndarray, quality: int, rdoq: bool = True) -> Quantized:
     """Quantize a `(C, H, W)` latent under `model`; `rdoq=False` keeps the nearest levels."""
-    latent = np.asarray(latent, dtype=np.float64)
-    if latent.ndim != 3 or 0 in latent.shape:
-        raise ValueError(f"expected a non-empty (C, H, W) latent, got shape {latent.shape}")
-    if not np.isfinite(latent).all():
-        raise ValueError("latent has non-finite values")
+    latent = checked(latent)
     steps = channel_steps(quality, latent.shape[0])
     features = step_feature(steps)
     ratio = latent / steps[:, None, None]

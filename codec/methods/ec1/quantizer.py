@@ -50,6 +50,16 @@ def channel_steps(quality: int, channels: int) -> np.ndarray:
     return steps.astype(np.float16).astype(np.float64)
 
 
+def checked(latent: np.ndarray) -> np.ndarray:
+    """`latent` as float64, a `ValueError` unless it is a non-empty finite `(C, H, W)` array."""
+    latent = np.asarray(latent, dtype=np.float64)
+    if latent.ndim != 3 or 0 in latent.shape:
+        raise ValueError(f"expected a non-empty (C, H, W) latent, got shape {latent.shape}")
+    if not np.isfinite(latent).all():
+        raise ValueError("latent has non-finite values")
+    return latent
+
+
 @dataclass(frozen=True)
 class Quantized:
     """What the encoder decided: symbols, their integer model parameters, and header values."""
@@ -73,11 +83,7 @@ def quantize(latent: np.ndarray, quality: int, rdoq: bool = True) -> Quantized:
     `rdoq=False` keeps the nearest levels: several times faster, a close approximation of the
     file's latent for searches that quantize many candidates (refinement's inner loop).
     """
-    latent = np.asarray(latent, dtype=np.float64)
-    if latent.ndim != 3 or 0 in latent.shape:
-        raise ValueError(f"expected a non-empty (C, H, W) latent, got shape {latent.shape}")
-    if not np.isfinite(latent).all():
-        raise ValueError("latent has non-finite values")
+    latent = checked(latent)
     steps = channel_steps(quality, latent.shape[0])
     ratio = latent / steps[:, None, None]
     symbols = np.clip(np.round(ratio), -MAX_SYMBOL, MAX_SYMBOL).astype(np.int64)
