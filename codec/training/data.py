@@ -16,7 +16,7 @@ from ..images import image_to_tensor
 from ..methods import get_method
 from ..models import LatentAutoencoder
 from ..pipeline import Codec
-from ..transform import correct
+from ..transform import correct, latent_of
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 SKIMAGE_PHOTOS = (
@@ -47,14 +47,21 @@ def photo_paths(sources: Sequence[Path]) -> list[Path]:
     return paths
 
 
+def read_photo(path: Path) -> Image.Image | None:
+    """The RGB image at `path`, or None (and a line on stderr) if it is not a readable image."""
+    try:
+        return Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+        return None
+
+
 def readable_photos(paths: Sequence[Path], work: str) -> Iterator[Image.Image]:
-    """Each of `paths` as an RGB image, under a progress bar named `work`; files that are not
-    readable images are skipped with a line on stderr."""
+    """Each readable image of `paths` (`read_photo`), under a progress bar named `work`."""
     for path in tqdm(paths, desc=work, unit="photo", file=sys.stderr):
-        try:
-            yield Image.open(path).convert("RGB")
-        except (OSError, UnidentifiedImageError) as error:
-            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+        photo = read_photo(path)
+        if photo is not None:
+            yield photo
 
 
 def encoded_latents(
@@ -114,17 +121,20 @@ def coded_latents(
     generator: np.random.Generator,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(latent as a file stores it, photo pixels `(3, H, W)`) per photo and size: each photo
-    downscaled to each of `long_sides` it exceeds, encoded and corrected as an upload is, and
+    downscaled to each of `long_sides` (at its own size once for the sides it does not exceed),
+    encoded and corrected as an upload is (`latent_of`), and
     coded by the configured method at a quality drawn from `qualities` (with RDOQ, as a file)."""
     coder = get_method(codec.settings.method)
     downscale = codec.encoder.space.downscale
     pairs = []
     for photo in readable_photos(paths, "coding"):
-        for side in long_sides:
-            factor = min(1.0, side / max(photo.size))
-            w, h = (int(n * factor) // downscale * downscale for n in photo.size)
-            pixels = image_to_tensor(photo.resize((w, h), Image.LANCZOS, reducing_gap=3.0))
-            latent = correct(codec, codec.encoder.encode(pixels)[0].numpy())
-            stored = coder.round_trip(latent, int(generator.choice(qualities)))
-            pairs.append((torch.from_numpy(stored), pixels[0]))
+        sizes = {
+            tuple(int(n * min(1.0, side / max(photo.size))) // downscale * downscale
+                  for n in photo.size)
+            for side in long_sides
+        }  # fmt: skip
+        for size in sorted(sizes):
+            picture = photo.resize(size, Image.LANCZOS, reducing_gap=3.0)
+            stored = coder.round_trip(latent_of(codec, picture), int(generator.choice(qualities)))
+            pairs.append((torch.from_numpy(stored), image_to_tensor(picture)[0]))
     return pairs

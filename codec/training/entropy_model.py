@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from ..methods.ec.model import (
@@ -54,6 +54,7 @@ from ..methods.ec1.context import Context, columns
 from ..pipeline import Codec
 from ..transform import latent_of
 from .command import run_tool, tool_parser
+from .data import read_photo
 
 QUALITIES = (40, 50, 60, 70, 75, 80, 90, 95)
 SAMPLE = 0.25
@@ -73,10 +74,8 @@ def cached_latents(codec: Codec, paths: Sequence[Path], cache: Path, side: int) 
     for path in tqdm(paths, desc="encoding", unit="photo", file=sys.stderr):
         names = [folder / f"{path.stem}-{k}.npy" for k in range(2)]
         if not all(name.exists() for name in names):
-            try:
-                photo = Image.open(path).convert("RGB")
-            except (OSError, UnidentifiedImageError) as error:
-                tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+            photo = read_photo(path)
+            if photo is None:
                 continue
             scale = min(1.0, side / max(photo.size))
             for k, name in enumerate(names):
